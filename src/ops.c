@@ -1,0 +1,64 @@
+/* Small ops with no weights: pooling, concatenation, softmax. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+
+tensor maxpool3x3s2(run_ctx *ctx, tensor in) {
+    tensor out = ctx_tensor(ctx, in.c, (in.h - 1) / 2 + 1, (in.w - 1) / 2 + 1);
+    int id = ctx_log(ctx, "backbone.maxpool", in, out, 0, 0);
+    if (ctx->dry || ctx->ar.failed) return out;
+    double t0 = wall_seconds();
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < in.c; c++) {
+        const float *src = in.d + (size_t)c * in.h * in.w;
+        float *dst = out.d + (size_t)c * out.h * out.w;
+        for (int y = 0; y < out.h; y++)
+            for (int x = 0; x < out.w; x++) {
+                float m = -FLT_MAX;
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int iy = 2 * y + dy, ix = 2 * x + dx;
+                        if (iy >= 0 && iy < in.h && ix >= 0 && ix < in.w && src[iy * in.w + ix] > m) m = src[iy * in.w + ix];
+                    }
+                dst[y * out.w + x] = m;
+            }
+    }
+    ctx_log_time(ctx, id, t0);
+    return out;
+}
+
+tensor concat_channels(run_ctx *ctx, tensor a, tensor b) {
+    tensor out = ctx_tensor(ctx, a.c + b.c, a.h, a.w);
+    if (!ctx->dry && !ctx->ar.failed) {
+        memcpy(out.d, a.d, tensor_numel(a) * sizeof(float));
+        memcpy(out.d + tensor_numel(a), b.d, tensor_numel(b) * sizeof(float));
+    }
+    return out;
+}
+
+void adaptive_avg_pool(tensor in, int s, float *out) {
+    for (int c = 0; c < in.c; c++) {
+        const float *src = in.d + (size_t)c * in.h * in.w;
+        for (int i = 0; i < s; i++) {
+            int y0 = i * in.h / s, y1 = ((i + 1) * in.h + s - 1) / s;
+            for (int j = 0; j < s; j++) {
+                int x0 = j * in.w / s, x1 = ((j + 1) * in.w + s - 1) / s;
+                float sum = 0;
+                for (int y = y0; y < y1; y++)
+                    for (int x = x0; x < x1; x++) sum += src[y * in.w + x];
+                out[((size_t)c * s + i) * s + j] = sum / (float)((y1 - y0) * (x1 - x0));
+            }
+        }
+    }
+}
+
+void softmax_inplace(float *x, int n) {
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    float sum = 0;
+    for (int i = 0; i < n; i++) sum += x[i] = expf(x[i] - m);
+    float inv = 1.f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}

@@ -1,0 +1,60 @@
+/* The operations the heads and the backbone are made of. Every op has a plain reference twin that the
+ * Check suites compare it with; the fast one is what runs. Ops take a run_ctx, allocate their output
+ * from its arena and skip their arithmetic in the dry run. */
+#ifndef SA_OPS_H
+#define SA_OPS_H
+#include "tensor.h"
+#include "weights.h"
+
+/* A 2-D convolution with BatchNorm folded in, and its fused epilogue: + bias, + residual, ReLU. */
+typedef struct {
+    int cout, cin, kh, kw, stride, pad, dil;
+    int relu;
+    float *w; /* cout × cin × kh × kw */
+    float *b; /* cout */
+    char name[96];
+} conv2d;
+
+/* How a convolution's weights are named in the state_dict:
+ *   weight  "<prefix>.conv.weight" style full key of the weight tensor
+ *   bn      prefix of a BatchNorm to fold ("….bn", "….bn1", "stem.1"), or NULL
+ *   bias    full key of a conv bias, or NULL
+ * `wdims` is 4 for Conv2d, 3 for Conv1d (kernel 1) weights. */
+typedef struct {
+    const char *weight, *bn, *bias;
+    int cout, cin, k, stride, pad, dil, relu, wdims;
+} conv_spec;
+
+int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err);
+void conv_free(conv2d *c);
+void conv_out_size(const conv2d *c, int h, int w, int *oh, int *ow);
+
+/* out = act(conv(in) + b + residual); residual may be NULL. */
+tensor conv_forward(run_ctx *ctx, const conv2d *c, tensor in, const tensor *residual);
+/* The two kernels behind conv_forward, on caller-provided buffers (tests compare them). */
+void conv_reference(const conv2d *c, tensor in, tensor out, const tensor *residual);
+size_t conv_scratch_floats(const conv2d *c, tensor in);
+void conv_fast(const conv2d *c, tensor in, tensor out, const tensor *residual, float *scratch);
+
+/* C[m×n] = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when trans is set. */
+void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+          float beta, float *c, int ldc);
+void gemm_reference(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                    const float *b, int ldb, float beta, float *c, int ldc);
+void gemm_set_threads(int threads);
+
+tensor maxpool3x3s2(run_ctx *ctx, tensor in);
+tensor concat_channels(run_ctx *ctx, tensor a, tensor b);
+/* PyTorch adaptive average pooling of every channel to s×s (bins may overlap). */
+void adaptive_avg_pool(tensor in, int s, float *out /* c × s × s */);
+
+/* Bilinear resize with PyTorch's coordinate rule (align_corners either way). */
+void resize_bilinear(tensor in, tensor out, int align_corners);
+/* Resize logits to h×w and take the first maximal class per pixel, without materialising the resized
+ * logits; margin (top-1 minus top-2, may be NULL) for tests. */
+void resize_argmax(tensor logits, int h, int w, int align_corners, uint8_t *labels, float *margin);
+
+/* Row softmax in place over n values (max-subtracted). */
+void softmax_inplace(float *x, int n);
+
+#endif

@@ -1,0 +1,108 @@
+/* Spatial Bias (Go et al., arXiv 2302.12505) inside Bottleneck blocks, as SPEC §15.1: a 1×1 reduction to
+ * a few maps, adaptive pooling to pool×pool, a 1×kernel convolution across the reduced channels that is
+ * fully connected over the pooled positions, resized to the conv2 output and concatenated after it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "util.h"
+
+struct spatial_bias {
+    conv2d reduce;           /* 1×1 planes → channels, BN, ReLU */
+    int channels, pool, kernel, maps;
+    float *w, *b;            /* sb_conv: [pool², pool², kernel], [pool²] */
+    float *bn_scale, *bn_shift; /* the maps' share of bn2 */
+};
+
+int spatial_bias_maps(const backbone_cfg *cfg) { return cfg->spatial_bias.channels - cfg->spatial_bias.kernel + 1; }
+
+void spatial_bias_free(spatial_bias *sb) {
+    if (!sb) return;
+    conv_free(&sb->reduce);
+    free(sb->w), free(sb->b), free(sb->bn_scale), free(sb->bn_shift);
+    free(sb);
+}
+
+int spatial_bias_load(spatial_bias **out, weight_store *ws, const char *prefix, conv2d *conv2, const backbone_cfg *cfg,
+                      sa_error *err) {
+    spatial_bias *sb = calloc(1, sizeof *sb);
+    if (!sb) return sa_fail(err, SA_EXIT_INTERNAL, "%s: out of memory", prefix);
+    *out = sb;
+    sb->channels = cfg->spatial_bias.channels, sb->pool = cfg->spatial_bias.pool, sb->kernel = cfg->spatial_bias.kernel;
+    sb->maps = spatial_bias_maps(cfg);
+    int planes = conv2->cout, pp = sb->pool * sb->pool, wide = planes + sb->maps, code;
+    char w[128], bn[128];
+    snprintf(w, sizeof w, "%s.SB.feature_reduction.0.weight", prefix);
+    snprintf(bn, sizeof bn, "%s.SB.feature_reduction.1", prefix);
+    conv_spec rs = {w, bn, NULL, sb->channels, planes, 1, 1, 0, 1, 1, 4};
+    if ((code = conv_load(ws, &sb->reduce, &rs, err))) return code;
+    sb->w = malloc((size_t)pp * pp * sb->kernel * sizeof(float));
+    sb->b = malloc((size_t)pp * sizeof(float));
+    float *bn2 = malloc(4 * (size_t)wide * sizeof(float));
+    sb->bn_scale = malloc((size_t)sb->maps * sizeof(float));
+    sb->bn_shift = malloc((size_t)sb->maps * sizeof(float));
+    if (!sb->w || !sb->b || !bn2 || !sb->bn_scale || !sb->bn_shift) {
+        free(bn2);
+        return sa_fail(err, SA_EXIT_INTERNAL, "%s: out of memory", prefix);
+    }
+    int64_t wshape[3] = {pp, pp, sb->kernel}, bshape[1] = {pp}, bnshape[1] = {wide};
+    snprintf(w, sizeof w, "%s.SB.sb_conv.weight", prefix);
+    if ((code = weights_read(ws, w, 3, wshape, sb->w, err))) goto done;
+    snprintf(w, sizeof w, "%s.SB.sb_conv.bias", prefix);
+    if ((code = weights_read(ws, w, 1, bshape, sb->b, err))) goto done;
+    static const char *parts[4] = {"weight", "bias", "running_mean", "running_var"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(bn, sizeof bn, "%s.bn2.%s", prefix, parts[i]);
+        if ((code = weights_read(ws, bn, 1, bnshape, bn2 + (size_t)i * wide, err))) goto done;
+    }
+    size_t per_out = (size_t)conv2->cin * conv2->kh * conv2->kw;
+    for (int o = 0; o < wide; o++) {
+        double scale = bn2[o] / sqrt((double)bn2[3 * wide + o] + 1e-5);
+        double shift = bn2[wide + o] - bn2[2 * wide + o] * scale;
+        if (o < planes) {
+            for (size_t i = 0; i < per_out; i++) conv2->w[o * per_out + i] = (float)(conv2->w[o * per_out + i] * scale);
+            conv2->b[o] = (float)shift;
+        } else {
+            sb->bn_scale[o - planes] = (float)scale, sb->bn_shift[o - planes] = (float)shift;
+        }
+    }
+    conv2->relu = 1;
+done:
+    free(bn2);
+    return code;
+}
+
+tensor spatial_bias_conv2(run_ctx *ctx, const res_block *blk, tensor t) {
+    const spatial_bias *sb = blk->sb;
+    tensor u = conv_forward(ctx, &blk->conv2, t, NULL);
+    tensor r = conv_forward(ctx, &sb->reduce, t, NULL);
+    int P = sb->pool, pp = P * P;
+    tensor pooled = ctx_tensor(ctx, sb->channels, P, P), maps = ctx_tensor(ctx, sb->maps, P, P);
+    tensor out = ctx_tensor(ctx, u.c + sb->maps, u.h, u.w);
+    int id = ctx_log(ctx, "spatial_bias", t, maps, (double)sb->maps * pp * pp * sb->kernel, (double)pp * pp * sb->kernel + pp);
+    if (!ctx->dry && !ctx->ar.failed) {
+        double t0 = wall_seconds();
+        adaptive_avg_pool(r, P, pooled.d);
+        for (int m = 0; m < sb->maps; m++)
+            for (int o = 0; o < pp; o++) {
+                double acc = sb->b[o];
+                for (int q = 0; q < pp; q++)
+                    for (int k = 0; k < sb->kernel; k++)
+                        acc += (double)sb->w[((size_t)o * pp + q) * sb->kernel + k] * pooled.d[(size_t)(m + k) * pp + q];
+                maps.d[(size_t)m * pp + o] = (float)acc;
+            }
+        memcpy(out.d, u.d, tensor_numel(u) * sizeof(float));
+        tensor up = {sb->maps, u.h, u.w, out.d + tensor_numel(u)};
+        resize_bilinear(maps, up, 0);
+        size_t plane = tensor_plane(up);
+        for (int m = 0; m < sb->maps; m++)
+            for (size_t i = 0; i < plane; i++) {
+                float v = up.d[m * plane + i] * sb->bn_scale[m] + sb->bn_shift[m];
+                up.d[m * plane + i] = v > 0 ? v : 0;
+            }
+        ctx_log_time(ctx, id, t0);
+    }
+    ctx_release(ctx, maps), ctx_release(ctx, pooled), ctx_release(ctx, r), ctx_release(ctx, u);
+    return out;
+}

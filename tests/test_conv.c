@@ -1,0 +1,114 @@
+/* The shipped convolution and GEMM against their plain references, over a sweep of shapes. */
+#include <math.h>
+
+#include "ops.h"
+#include "testutil.h"
+
+static void fill(float *x, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++) x[i] = test_rand(&seed);
+}
+
+static void check_conv(int cin, int cout, int k, int stride, int dil, int h, int w, int relu, int with_residual) {
+    conv2d c = {cout, cin, k, k, stride, dil * (k / 2), dil, relu, NULL, NULL, "test"};
+    c.w = malloc((size_t)cout * cin * k * k * sizeof(float));
+    c.b = malloc((size_t)cout * sizeof(float));
+    fill(c.w, (size_t)cout * cin * k * k, 1), fill(c.b, (size_t)cout, 2);
+    tensor in = {cin, h, w, malloc((size_t)cin * h * w * sizeof(float))};
+    fill(in.d, tensor_numel(in), 3);
+    int oh, ow;
+    conv_out_size(&c, h, w, &oh, &ow);
+    tensor ref = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
+    tensor got = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
+    tensor res = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
+    fill(res.d, tensor_numel(res), 4);
+    float *scratch = malloc((conv_scratch_floats(&c, in) + 1) * sizeof(float));
+    conv_reference(&c, in, ref, with_residual ? &res : NULL);
+    conv_fast(&c, in, got, with_residual ? &res : NULL, scratch);
+    double worst = 0;
+    for (size_t i = 0; i < tensor_numel(ref); i++) {
+        double e = fabs(ref.d[i] - got.d[i]) / (1.0 + fabs(ref.d[i]));
+        if (e > worst) worst = e;
+    }
+    ck_assert_msg(worst < 1e-4, "conv cin %d cout %d k %d s %d d %d %dx%d: error %g", cin, cout, k, stride, dil, h, w, worst);
+    free(c.w), free(c.b), free(in.d), free(ref.d), free(got.d), free(res.d), free(scratch);
+}
+
+START_TEST(conv_sweep) {
+    static const int ks[] = {1, 3}, strides[] = {1, 2}, dils[] = {1, 2, 4};
+    static const int chans[][2] = {{3, 5}, {13, 7}, {16, 24}, {37, 19}};
+    static const int sizes[][2] = {{1, 1}, {7, 9}, {17, 23}};
+    int n = 0;
+    for (size_t a = 0; a < 2; a++)
+        for (size_t b = 0; b < 2; b++)
+            for (size_t d = 0; d < 3; d++)
+                for (size_t ch = 0; ch < 4; ch++)
+                    for (size_t s = 0; s < 3; s++, n++)
+                        check_conv(chans[ch][0], chans[ch][1], ks[a], strides[b], dils[d], sizes[s][0], sizes[s][1],
+                                   n % 2, n % 3 == 0);
+}
+END_TEST
+
+START_TEST(conv_large_band) {
+    /* Enough columns and input channels that the im2col works through several bands. */
+    check_conv(70, 9, 3, 1, 2, 61, 67, 1, 1);
+    check_conv(130, 11, 3, 1, 1, 45, 60, 0, 0);
+}
+END_TEST
+
+START_TEST(gemm_sweep) {
+    static const int dims[][3] = {{1, 1, 1}, {5, 7, 3}, {17, 33, 65}, {64, 100, 9}, {3, 257, 31}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int m = dims[i][0], n = dims[i][1], k = dims[i][2];
+                float *a = malloc((size_t)m * k * 4), *b = malloc((size_t)k * n * 4);
+                float *c1 = malloc((size_t)m * n * 4), *c2 = malloc((size_t)m * n * 4);
+                fill(a, (size_t)m * k, 5), fill(b, (size_t)k * n, 6), fill(c1, (size_t)m * n, 7);
+                memcpy(c2, c1, (size_t)m * n * 4);
+                gemm_reference(ta, tb, m, n, k, 0.5f, a, ta ? m : k, b, tb ? k : n, 1.f, c1, n);
+                gemm(ta, tb, m, n, k, 0.5f, a, ta ? m : k, b, tb ? k : n, 1.f, c2, n);
+                for (size_t j = 0; j < (size_t)m * n; j++)
+                    ck_assert_msg(fabsf(c1[j] - c2[j]) < 1e-4f * (1 + fabsf(c1[j])), "gemm %dx%dx%d t%d%d", m, n, k, ta, tb);
+                free(a), free(b), free(c1), free(c2);
+            }
+}
+END_TEST
+
+START_TEST(resize_matches_pytorch_rule) {
+    /* 2 → 4 with align_corners false: PyTorch gives 1, 1.25, 1.75, 2 for [1, 2]. */
+    float src[2] = {1, 2}, dst[4];
+    tensor in = {1, 1, 2, src}, out = {1, 1, 4, dst};
+    resize_bilinear(in, out, 0);
+    ck_assert_float_eq_tol(dst[0], 1.f, 1e-6);
+    ck_assert_float_eq_tol(dst[1], 1.25f, 1e-6);
+    ck_assert_float_eq_tol(dst[2], 1.75f, 1e-6);
+    ck_assert_float_eq_tol(dst[3], 2.f, 1e-6);
+    resize_bilinear(in, out, 1); /* align_corners true: 1, 4/3, 5/3, 2 */
+    ck_assert_float_eq_tol(dst[1], 4.f / 3, 1e-6);
+    ck_assert_float_eq_tol(dst[2], 5.f / 3, 1e-6);
+}
+END_TEST
+
+START_TEST(adaptive_pool_overlapping_bins) {
+    /* 5 → 3: bins [0,2) [1,4) [3,5), as PyTorch. */
+    float src[5] = {1, 2, 3, 4, 5}, dst[9];
+    tensor in = {1, 1, 5, src};
+    adaptive_avg_pool(in, 3, dst); /* height 1 → every row bin is row 0 */
+    ck_assert_float_eq_tol(dst[0], 1.5f, 1e-6);
+    ck_assert_float_eq_tol(dst[1], 3.f, 1e-6);
+    ck_assert_float_eq_tol(dst[2], 4.5f, 1e-6);
+}
+END_TEST
+
+Suite *conv_suite(void) {
+    Suite *s = suite_create("conv");
+    TCase *t = tcase_create("kernels");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, conv_sweep);
+    tcase_add_test(t, conv_large_band);
+    tcase_add_test(t, gemm_sweep);
+    tcase_add_test(t, resize_matches_pytorch_rule);
+    tcase_add_test(t, adaptive_pool_overlapping_bins);
+    suite_add_tcase(s, t);
+    return s;
+}
