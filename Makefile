@@ -42,3 +42,6 @@ bench: segattn
 
 clean:
 	rm -rf build segattn $(TESTS)
+
+# Extra targets (fuzz, asan, bench helpers) live in mk/*.mk so each concern keeps its own rules.
+-include mk/*.mk
