@@ -16,5 +16,5 @@ PACKAGES=(
 )
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+$SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 make -j"$(nproc)"
