@@ -293,19 +293,24 @@ static int ignorable(const char *name) {
     return strncmp(name, "auxiliary_head.", 15) == 0 || (n >= strlen(nbt) && strcmp(name + n - strlen(nbt), nbt) == 0);
 }
 
+/* At most this many names are listed; the rest are counted, so the warning stays one readable line. */
+#define UNUSED_LISTED 8
+
 char *weights_unused(const weight_store *ws) {
-    size_t len = 0;
+    size_t len = 64;
+    int total = 0;
     for (int i = 0; i < ws->n; i++)
-        if (!ws->t[i].used && !ignorable(ws->t[i].name)) len += strlen(ws->t[i].name) + 2;
-    if (!len) return NULL;
-    char *s = malloc(len + 1);
+        if (!ws->t[i].used && !ignorable(ws->t[i].name) && total++ < UNUSED_LISTED) len += strlen(ws->t[i].name) + 2;
+    if (!total) return NULL;
+    char *s = malloc(len);
     if (!s) return NULL;
-    s[0] = 0;
-    size_t k = 0;
-    for (int i = 0; i < ws->n; i++) {
+    size_t k = (size_t)snprintf(s, len, "%d tensor%s: ", total, total == 1 ? "" : "s");
+    int listed = 0;
+    for (int i = 0; i < ws->n && listed < UNUSED_LISTED; i++) {
         if (ws->t[i].used || ignorable(ws->t[i].name)) continue;
-        k += (size_t)sprintf(s + k, "%s%s", k ? ", " : "", ws->t[i].name);
+        k += (size_t)snprintf(s + k, len - k, "%s%s", listed++ ? ", " : "", ws->t[i].name);
     }
+    if (total > listed) snprintf(s + k, len - k, " and %d more", total - listed);
     return s;
 }
 
