@@ -144,6 +144,12 @@ static int parse_backbone(parser *p, const cJSON *j, backbone_cfg *b) {
     if ((code = get_ints(p, j, "backbone.", "strides", 0, 4, 4, 1, 2, strides, 4, b->strides, &n))) return code;
     if ((code = get_ints(p, j, "backbone.", "dilations", 0, 4, 4, 1, 16, dilations, 4, b->dilations, &n))) return code;
     if ((code = get_bool(p, j, "backbone.", "contract_dilation", 1, &b->contract_dilation))) return code;
+    if (cJSON_GetObjectItemCaseSensitive(j, "multi_grid") && !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "multi_grid"))) {
+        if ((code = get_ints(p, j, "backbone.", "multi_grid", 0, 1, 64, 1, 64, NULL, 0, b->multi_grid, &b->n_multi_grid)))
+            return code;
+        if (b->n_multi_grid != (b->depth == 18 ? 2 : 3))
+            return bad(p, "backbone.multi_grid", "needs one dilation per block of the last stage (2 for depth 18, else 3)");
+    }
     const cJSON *sb = cJSON_GetObjectItemCaseSensitive(j, "spatial_bias");
     b->spatial_bias.stage_mask = 0;
     if (sb && !cJSON_IsNull(sb)) {

@@ -11,6 +11,8 @@ typedef struct {
     int depth, stem_channels, base_channels;
     int strides[4], dilations[4];
     int contract_dilation;
+    int n_multi_grid;       /* mmseg's multi_grid: absolute dilations of the last stage's blocks; 0: unused */
+    int multi_grid[64];
     struct {
         int stage_mask;  /* bit s-1 set: stage s has spatial bias; 0: none */
         int channels, pool, kernel;

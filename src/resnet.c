@@ -72,7 +72,9 @@ int resnet_load(resnet *r, const backbone_cfg *cfg, weight_store *ws, sa_error *
         for (int b = 0; b < counts[s]; b++) {
             res_block *blk = &r->blocks[s][b];
             blk->bottleneck = bottleneck;
-            if ((code = load_block(ws, blk, cfg, s, b, inplanes, planes, b ? 1 : cfg->strides[s], b ? dil : first_dil, err)))
+            int block_dil = b ? dil : first_dil;
+            if (s == 3 && cfg->n_multi_grid) block_dil = cfg->multi_grid[b]; /* mmseg: absolute, block by block */
+            if ((code = load_block(ws, blk, cfg, s, b, inplanes, planes, b ? 1 : cfg->strides[s], block_dil, err)))
                 return code;
             inplanes = planes * (bottleneck ? 4 : 1);
         }

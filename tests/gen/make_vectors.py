@@ -17,7 +17,12 @@ out_root, spec = sys.argv[1], json.loads(sys.argv[2])
 torch.manual_seed(spec.get("seed", 0))
 bb, hd = dict(spec["backbone"]), dict(spec["decode_head"])
 bb.pop("type", None)
+multi_grid = bb.pop("multi_grid", None)
 backbone = segref.ResNetV1c(**bb)
+if multi_grid:  # mmseg's multi_grid: absolute dilations of the last stage's blocks
+    for blk, d in zip(backbone.layer4, multi_grid):
+        conv = blk.conv2 if isinstance(blk, segref.Bottleneck) else blk.conv1
+        conv.dilation, conv.padding = (d, d), (d, d)
 kind = hd.pop("type")
 K, C, cin, idx = hd.pop("num_classes"), hd.pop("channels"), hd.pop("in_channels"), hd.pop("in_index")
 if kind == "fcn":
