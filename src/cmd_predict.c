@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cmd_options.h"
 #include "inputs.h"
 #include "tensor.h"
 #include "util.h"
@@ -33,11 +34,87 @@ static const char *HELP =
     "      --max-pixels N    refuse images with more pixels (default 67108864)\n"
     "      --shard K/N       process only inputs i with i mod N = K-1 (1 <= K <= N)\n"
     "      --json FILE       write per-image timings and class pixel fractions as JSON\n"
+    "%s"
     "  -q, --quiet           no progress output\n"
     "  -h, --help            this help\n"
     "\n"
     "Exit status: 0 when every image was written or skipped, 3 when any input failed (the others are still\n"
-    "written), 2 usage, 4 model, 5 output, 6 internal.\n";
+    "written), 2 usage, 4 model, 5 output, 6 internal, 130 interrupted (run again to resume).\n";
+
+const char *const INFER_HELP =
+    "inference (defaults: the config's test_cfg, else the whole image at its own size):\n"
+    "      --mode whole|slide  one pass over the whole image, or overlapping windows averaged\n"
+    "      --crop H,W        slide window (default: the config's test_cfg crop_size)\n"
+    "      --stride H,W      slide stride (default: the config's test_cfg stride)\n"
+    "      --scale L,S       resize (keeping the aspect ratio) into a long x short box first, as mmseg's\n"
+    "                        test Resize (e.g. 2048,1024 for Cityscapes, 2048,512 for VOC); logits are\n"
+    "                        resized back to the image\n"
+    "      --tta scales=R,R,...  test-time augmentation: run at each ratio of the image (or of --scale)\n"
+    "                        and average the softmax (e.g. scales=0.5,0.75,1,1.25,1.5,1.75)\n"
+    "      --flip            test-time augmentation: also run each scale mirrored\n";
+
+static int parse_pair(const char *s, int *a, int *b) {
+    char tail;
+    if (sscanf(s, "%d,%d%c", a, b, &tail) == 2 || sscanf(s, "%dx%d%c", a, b, &tail) == 2) return *a >= 1 && *b >= 1 && *a <= 65536 && *b <= 65536;
+    if (sscanf(s, "%d%c", a, &tail) == 1) return *b = *a, *a >= 1 && *a <= 65536;
+    return 0;
+}
+
+int parse_infer_option(int opt, const char *arg, sa_run_opts *ro) {
+    switch (opt) {
+    case OPT_MODE:
+        if (strcmp(arg, "whole") == 0) ro->mode = SA_MODE_WHOLE;
+        else if (strcmp(arg, "slide") == 0) ro->mode = SA_MODE_SLIDE;
+        else {
+            fprintf(stderr, "segattn: error: --mode: '%s' is not whole or slide\n", arg);
+            return -1;
+        }
+        return 1;
+    case OPT_CROP:
+    case OPT_STRIDE:
+    case OPT_SCALE: {
+        int *dst = opt == OPT_CROP ? ro->crop : opt == OPT_STRIDE ? ro->stride : ro->scale;
+        if (!parse_pair(arg, &dst[0], &dst[1])) {
+            fprintf(stderr, "segattn: error: --%s: '%s' is not H,W (or N) with sides in [1, 65536]\n",
+                    opt == OPT_CROP ? "crop" : opt == OPT_STRIDE ? "stride" : "scale", arg);
+            return -1;
+        }
+        return 1;
+    }
+    case OPT_TTA: {
+        const char *p = strncmp(arg, "scales=", 7) == 0 ? arg + 7 : arg;
+        ro->n_ratios = 0;
+        while (*p) {
+            char *end;
+            double r = strtod(p, &end);
+            if (end == p || !(r > 0 && r <= 16) || ro->n_ratios == SA_MAX_TTA || (*end && *end != ',')) {
+                fprintf(stderr, "segattn: error: --tta: '%s' is not scales=R,R,... (at most %d ratios in (0, 16])\n",
+                        arg, SA_MAX_TTA);
+                return -1;
+            }
+            ro->ratios[ro->n_ratios++] = r;
+            p = *end ? end + 1 : end;
+        }
+        if (!ro->n_ratios) {
+            fprintf(stderr, "segattn: error: --tta: no ratios in '%s'\n", arg);
+            return -1;
+        }
+        return 1;
+    }
+    case OPT_FLIP: ro->flip = 1; return 1;
+    default: return 0;
+    }
+}
+
+void progress_tty(int i, int n, int done, double elapsed) {
+    double rate = done && elapsed > 0 ? done / elapsed : 0;
+    int left = n - i, width = 24, fill = n ? (int)((long)width * i / n) : width;
+    char bar[32];
+    for (int b = 0; b < width; b++) bar[b] = b < fill ? '#' : '.';
+    bar[width] = 0;
+    if (rate > 0) fprintf(stderr, "\r[%s] %d/%d  %.2f img/s  ETA %ds   ", bar, i, n, rate, (int)(left / rate + 0.5));
+    else fprintf(stderr, "\r[%s] %d/%d   ", bar, i, n);
+}
 
 enum { OPT_LOGITS = 256, OPT_FORCE, OPT_MAX_PIXELS, OPT_SHARD, OPT_JSON, OPT_OPACITY };
 
@@ -98,7 +175,7 @@ int cmd_predict(int argc, char **argv) {
         {"force", no_argument, 0, OPT_FORCE},    {"max-pixels", required_argument, 0, OPT_MAX_PIXELS},
         {"shard", required_argument, 0, OPT_SHARD}, {"json", required_argument, 0, OPT_JSON},
         {"opacity", required_argument, 0, OPT_OPACITY}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},           INFER_LONGOPTS, {0, 0, 0, 0}};
     const char *config = NULL, *out = NULL, *logits_path = NULL, *json_path = NULL;
     const char *weights[16];
     int n_weights = 0, format = SA_OUT_COLOR, quiet = 0, force = 0, shard_k = 1, shard_n = 1;
@@ -108,6 +185,9 @@ int cmd_predict(int argc, char **argv) {
     optind = 1;
     while ((opt = getopt_long(argc, argv, "c:w:o:f:t:qh", longopts, NULL)) != -1) {
         char *end;
+        int taken = parse_infer_option(opt, optarg, &ro);
+        if (taken < 0) return SA_EXIT_USAGE;
+        if (taken) continue;
         switch (opt) {
         case 'c': config = optarg; break;
         case 'w':
@@ -151,8 +231,8 @@ int cmd_predict(int argc, char **argv) {
             }
             break;
         case 'q': quiet = 1; break;
-        case 'h': fputs(HELP, stdout); return 0;
-        default: fputs(HELP, stderr); return SA_EXIT_USAGE;
+        case 'h': printf(HELP, INFER_HELP); return 0;
+        default: fprintf(stderr, HELP, INFER_HELP); return SA_EXIT_USAGE;
         }
     }
     if (optind >= argc) {
@@ -191,16 +271,14 @@ int cmd_predict(int argc, char **argv) {
     int tty = isatty(2), failed = 0, fatal = 0, done = 0, skipped = 0, K = sa_model_num_classes(m);
     double t_start = wall_seconds();
     FILE *json = NULL;
-    char *json_tmp = NULL;
+    atomic_out json_out = {0};
     if (json_path) {
-        json_tmp = malloc(strlen(json_path) + 16);
-        sprintf(json_tmp, "%s.tmp", json_path);
-        json = fopen(json_tmp, "w");
-        if (!json) {
-            fprintf(stderr, "segattn: error: %s: cannot write: %s\n", json_path, strerror(errno));
-            sa_model_free(m), paths_free(&inputs), free(json_tmp);
-            return SA_EXIT_OUTPUT;
+        if (atomic_open(&json_out, json_path, &err)) {
+            report(&err);
+            sa_model_free(m), paths_free(&inputs);
+            return err.code;
         }
+        json = json_out.f;
         fprintf(json, "{\"config\": ");
         json_string(json, config);
         fprintf(json, ", \"images\": [");
@@ -255,11 +333,8 @@ int cmd_predict(int argc, char **argv) {
             done++;
         }
         if (!quiet) {
-            double el = wall_seconds() - t_start, rate = done ? done / el : 0;
-            int left = inputs.n - i - 1;
             if (tty) {
-                fprintf(stderr, "\r[%d/%d] %.2f img/s  ETA %ds   ", i + 1, inputs.n, rate,
-                        rate > 0 ? (int)(left / rate) : 0);
+                progress_tty(i + 1, inputs.n, done, wall_seconds() - t_start);
             } else if (!code) {
                 fprintf(stderr, "[%d/%d] %s -> %s (%.2f s)\n", i + 1, inputs.n, in, dst, wall_seconds() - t0);
             }
@@ -270,14 +345,11 @@ int cmd_predict(int argc, char **argv) {
     free(fractions);
     if (json) {
         fprintf(json, "\n]}\n");
-        int bad = ferror(json) | (fclose(json) != 0);
-        if (bad || rename(json_tmp, json_path) != 0) {
-            fprintf(stderr, "segattn: error: %s: cannot write: %s\n", json_path, strerror(errno));
-            remove(json_tmp);
-            if (!fatal) fatal = SA_EXIT_OUTPUT;
+        if (atomic_commit(&json_out, &err)) {
+            report(&err);
+            if (!fatal) fatal = err.code;
         }
     }
-    free(json_tmp);
     if (!quiet && (skipped || failed || inputs.n > 1))
         fprintf(stderr, "segattn: %d written, %d skipped (already there), %d failed%s\n", done, skipped, failed,
                 interrupted ? ", interrupted" : "");

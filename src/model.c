@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer.h"
 #include "model.h"
 #include "util.h"
 
@@ -121,21 +122,30 @@ static tensor normalise_into_arena(sa_model *m, const sa_image *img) {
     return t;
 }
 
-int sa_predict(sa_model *m, const sa_image *img, const sa_run_opts *opts, sa_labels *out, sa_logits *logits,
-               sa_error *err) {
-    memset(out, 0, sizeof *out);
-    if (opts && opts->threads > 0) {
-        omp_set_num_threads(opts->threads);
-        gemm_set_threads(opts->threads);
-    }
+int model_forward(sa_model *m, const sa_image *img, tensor *logits, sa_error *err) {
     int code;
     if ((img->h != m->planned_h || img->w != m->planned_w) && (code = model_plan(m, img->h, img->w, err))) return code;
     run_ctx *ctx = &m->ctx;
     arena_reset(&ctx->ar, m->arena_mem, m->arena_size);
     ctx->log_pos = 0;
-    tensor x = normalise_into_arena(m, img), lg;
-    run_network(m, x, &lg);
+    tensor x = normalise_into_arena(m, img);
+    run_network(m, x, logits);
     if (ctx->ar.failed) return sa_fail(err, SA_EXIT_INTERNAL, "arena: the run did not follow its plan");
+    return SA_OK;
+}
+
+int sa_predict(sa_model *m, const sa_image *img, const sa_run_opts *opts, sa_labels *out, sa_logits *logits,
+               sa_error *err) {
+    memset(out, 0, sizeof *out);
+    if (logits) memset(logits, 0, sizeof *logits);
+    if (opts && opts->threads > 0) {
+        omp_set_num_threads(opts->threads);
+        gemm_set_threads(opts->threads);
+    }
+    if (!infer_is_plain(m, opts)) return infer_predict(m, img, opts, out, logits, err);
+    tensor lg;
+    int code = model_forward(m, img, &lg, err);
+    if (code) return code;
     out->w = img->w, out->h = img->h;
     out->id = malloc((size_t)img->w * img->h);
     if (!out->id) return sa_fail(err, SA_EXIT_INTERNAL, "out of memory for a %dx%d label map", img->w, img->h);

@@ -51,9 +51,23 @@ typedef struct {
     float *data;
 } sa_logits;
 
+#define SA_MAX_TTA 16
+
+/* Inference mode (sa_run_opts.mode). */
+enum { SA_MODE_CONFIG = 0, SA_MODE_WHOLE, SA_MODE_SLIDE };
+
 typedef struct {
     int threads;          /* 0: all cores */
     int64_t max_pixels;   /* refuse larger images; 0: default SA_DEFAULT_MAX_PIXELS */
+    /* How the network sees the image, as mmseg's test pipeline and test_cfg (SPEC §11-12). All zero: the
+     * config's test_cfg (whole image unless it says slide), no resize, no augmentation. */
+    int mode;             /* SA_MODE_CONFIG (the config's test_cfg), SA_MODE_WHOLE or SA_MODE_SLIDE */
+    int crop[2];          /* slide window (h, w); 0: the config's crop_size */
+    int stride[2];        /* slide stride (h, w); 0: the config's stride */
+    int scale[2];         /* test scale: keep-ratio resize into a (long, short) box, in either order; 0: none */
+    int n_ratios;         /* test-time augmentation: image scale ratios (0: none, or {1} when flip is set) */
+    double ratios[SA_MAX_TTA];
+    int flip;             /* test-time augmentation: also run each scale flipped left-right */
 } sa_run_opts;
 
 #define SA_DEFAULT_MAX_PIXELS (64LL * 1024 * 1024)
@@ -80,6 +94,9 @@ void sa_image_free(sa_image *img);
  * `logits` may be NULL; when given it receives the head output (caller frees with sa_logits_free). */
 int sa_predict(sa_model *m, const sa_image *img, const sa_run_opts *opts, sa_labels *out,
                sa_logits *logits, sa_error *err);
+/* With a test scale, slide mode or augmentation, `logits` receives instead: the logits at the network's
+ * input size (slide: the sum / count average of the windows) without augmentation, or the averaged
+ * class probabilities [1, K, H, W] at the image size with augmentation. */
 void sa_labels_free(sa_labels *l);
 void sa_logits_free(sa_logits *l);
 
