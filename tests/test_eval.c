@@ -606,6 +606,31 @@ START_TEST(rescale_rules) {
 }
 END_TEST
 
+/* The four output kinds agree with the index map: palette colours, blend, Cityscapes labelIds; @LIST input. */
+START_TEST(predict_formats) {
+    if (!have_python) return;
+    ck_assert_int_eq(sh("ls %s/camvid/images/*.png | head -2 > %s/list.txt", root, root), 0);
+    static const char *kinds[] = {"index", "color", "overlay --opacity 0.3", "cityscapes-id"};
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(sh("./segattn predict -q -t 2 %s --format %s -o %s/fmt%d @%s/list.txt", model, kinds[i], root, i, root), 0);
+    ck_assert_int_eq(
+        sh("/usr/bin/python3 -c '\n"
+           "import sys, os, json, numpy as np\nfrom PIL import Image\n"
+           "r = sys.argv[1]; cfg = json.load(open(\"configs/camvid_r18-d8_fcn.json\")); pal = np.array(cfg[\"palette\"])\n"
+           "lid = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23])\n"
+           "names = [os.path.basename(l.strip()) for l in open(r + \"/list.txt\")]\n"
+           "assert sorted(os.listdir(r + \"/fmt0\")) == sorted(names)\n"
+           "for n in names:\n"
+           "    idx = np.array(Image.open(r + \"/fmt0/\" + n)); img = np.array(Image.open(r + \"/camvid/images/\" + n)).astype(float)\n"
+           "    assert (np.array(Image.open(r + \"/fmt1/\" + n)) == pal[idx]).all()\n"
+           "    assert np.abs(np.array(Image.open(r + \"/fmt2/\" + n)) - (0.3 * pal[idx] + 0.7 * img)).max() <= 1\n"
+           "    assert (np.array(Image.open(r + \"/fmt3/\" + n)) == lid[idx]).all()\n"
+           "' %s",
+           root),
+        0);
+}
+END_TEST
+
 /* Bit for bit against cv2.resize(INTER_LINEAR) when Debian's python3-opencv is there. */
 START_TEST(resize_matches_cv2) {
     if (run_status("/usr/bin/python3 -c 'import cv2, numpy, PIL' 2>/dev/null") != 0) {
@@ -656,6 +681,7 @@ Suite *eval_suite(void) {
     tcase_add_test(e, predict_bad_image_in_folder);
     tcase_add_test(e, slide_and_tta_match_numpy);
     tcase_add_test(e, resize_matches_cv2);
+    tcase_add_test(e, predict_formats);
     suite_add_tcase(s, e);
     return s;
 }
