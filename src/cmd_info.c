@@ -1,11 +1,13 @@
 /* segattn info and segattn bench: what a model is made of, and how fast it runs. */
 #include <getopt.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "model.h"
+#include "module_bench.h"
 #include "util.h"
 
 static int parse_size(const char *s, int *h, int *w) {
@@ -27,10 +29,21 @@ static const char *INFO_HELP =
 
 static const char *BENCH_HELP =
     "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [-t THREADS] [--profile] [--random-weights]\n"
+    "       segattn bench --module NAME | --all [--input 1xCxHxW] [-r RUNS] [-t THREADS] [--profile] [--json]\n"
     "\n"
     "Times whole predictions (network, resize and argmax) on a fixed pseudo-random image after one warm-up run,\n"
     "and prints min / median / max wall seconds, GFLOP/s (2 x direct-convolution MACs per second) and peak RSS.\n"
     "\n"
+    "With --module (or --all) it measures one bare context module with random weights instead, as the\n"
+    "efficiency papers count it: parameters, MACs (every layer as a direct computation, from the same layer\n"
+    "log as `info`), median wall seconds and peak extra memory (activation arena high-water mark, input\n"
+    "excluded). Modules: nonlocal (self-attention, inter = C), nonlocal_r2 (mmseg, inter = C/2), ccnet (RCCA,\n"
+    "recurrence 2), ann (APNB), isanet (global + local relation), eanet (external attention, memory 64),\n"
+    "spatial_bias (the Spatial Bias branch). -r 0 counts without timing.\n"
+    "\n"
+    "      --module NAME     one module; with --profile, its layers\n"
+    "      --all             every module, one table\n"
+    "      --input NxCxHxW   module input (default 1x512x128x128; N must be 1)\n"
     "  -c, --config FILE     model JSON (default: the shipped CamVid CCNet model)\n"
     "  -w, --weights FILE    weights (default: the config's \"weights\" list)\n"
     "      --size HxW        input height x width (default 360x480)\n"
@@ -45,9 +58,18 @@ typedef struct {
     const char *config;
     const char *weights[16];
     int n_weights, h, w, runs, threads, profile, random, json;
+    const char *module;   /* bench --module */
+    int all, in_c, in_h, in_w, runs_given;
 } model_opts;
 
-enum { OPT_SIZE = 300, OPT_PROFILE, OPT_RANDOM, OPT_JSON };
+enum { OPT_SIZE = 300, OPT_PROFILE, OPT_RANDOM, OPT_JSON, OPT_MODULE, OPT_ALL, OPT_INPUT };
+
+static int parse_input(const char *s, int *c, int *h, int *w) {
+    int n;
+    char tail;
+    if (sscanf(s, "%dx%dx%dx%d%c", &n, c, h, w, &tail) != 4) return 0;
+    return n == 1 && *c >= 1 && *c <= 65536 && *h >= 1 && *w >= 1 && *h <= 4096 && *w <= 4096;
+}
 
 static int parse_model_opts(int argc, char **argv, model_opts *o, const char *help) {
     static const struct option longopts[] = {
@@ -55,9 +77,11 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
         {"size", required_argument, 0, OPT_SIZE}, {"runs", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'}, {"profile", no_argument, 0, OPT_PROFILE},
         {"random-weights", no_argument, 0, OPT_RANDOM}, {"json", no_argument, 0, OPT_JSON},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"module", required_argument, 0, OPT_MODULE}, {"all", no_argument, 0, OPT_ALL},
+        {"input", required_argument, 0, OPT_INPUT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->h = 360, o->w = 480, o->runs = 5;
+    o->in_c = 512, o->in_h = o->in_w = 128;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "c:w:r:t:h", longopts, NULL)) != -1) {
@@ -75,8 +99,24 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
             break;
         case 'r':
             o->runs = atoi(optarg);
-            if (o->runs < 1 || o->runs > 10000) {
-                fprintf(stderr, "segattn: error: --runs: '%s' is not a count in [1, 10000]\n", optarg);
+            if (o->runs < 0 || o->runs > 10000 || (o->runs == 0 && strcmp(optarg, "0") != 0)) {
+                fprintf(stderr, "segattn: error: --runs: '%s' is not a count in [0, 10000]\n", optarg);
+                return SA_EXIT_USAGE;
+            }
+            o->runs_given = 1;
+            break;
+        case OPT_MODULE:
+            if (help != BENCH_HELP) { fputs(help, stderr); return SA_EXIT_USAGE; }
+            o->module = optarg;
+            break;
+        case OPT_ALL:
+            if (help != BENCH_HELP) { fputs(help, stderr); return SA_EXIT_USAGE; }
+            o->all = 1;
+            break;
+        case OPT_INPUT:
+            if (help != BENCH_HELP) { fputs(help, stderr); return SA_EXIT_USAGE; }
+            if (!parse_input(optarg, &o->in_c, &o->in_h, &o->in_w)) {
+                fprintf(stderr, "segattn: error: --input: '%s' is not 1xCxHxW\n", optarg);
                 return SA_EXIT_USAGE;
             }
             break;
@@ -95,6 +135,14 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
     }
     if (optind < argc) {
         fprintf(stderr, "segattn: error: unexpected argument '%s'\n", argv[optind]);
+        return SA_EXIT_USAGE;
+    }
+    if (o->module && o->all) {
+        fprintf(stderr, "segattn: error: --module and --all exclude each other\n");
+        return SA_EXIT_USAGE;
+    }
+    if (!o->module && !o->all && o->runs == 0) {
+        fprintf(stderr, "segattn: error: --runs 0 only counts modules (--module, --all)\n");
         return SA_EXIT_USAGE;
     }
     if (!o->config) o->config = default_config_path();
@@ -168,10 +216,74 @@ long peak_rss_kib(void) {
     return kib;
 }
 
+static void module_line(const model_opts *o, const module_stats *st, const char *name) {
+    double extra = (st->arena_bytes - st->input_bytes) / 1048576.0, gf = st->median_s > 0 ? 2 * st->macs / st->median_s / 1e9 : 0;
+    if (o->json) {
+        printf("{\"engine\": \"segattn\", \"module\": \"%s\", \"input\": [1, %d, %d, %d], \"threads\": %d, \"runs\": %d, "
+               "\"params\": %.0f, \"macs\": %.0f, \"min_s\": %.4f, \"median_s\": %.4f, \"max_s\": %.4f, \"gflops\": %.1f, "
+               "\"extra_mib\": %.2f, \"arena_mib\": %.2f}\n",
+               name, o->in_c, o->in_h, o->in_w, st->threads, st->runs, st->params, st->macs, st->min_s, st->median_s,
+               st->max_s, gf, extra, st->arena_bytes / 1048576.0);
+        return;
+    }
+    char p[16], mac[16], t[16] = "-", g[16] = "-";
+    human(st->params, p, sizeof p), human(st->macs, mac, sizeof mac);
+    if (st->runs) snprintf(t, sizeof t, "%.4f", st->median_s), snprintf(g, sizeof g, "%.1f", gf);
+    printf("%-13s %10s %10s %10s %9s %10.1f\n", name, p, mac, t, g, extra);
+}
+
+/* bench --module NAME / --all: bare context modules (module_bench.c). */
+static int bench_modules(model_opts *o) {
+    if (!o->runs_given) o->runs = 3;
+    if (!o->json) {
+        printf("input 1x%dx%dx%d, %d threads, %d timed runs after one warm-up (median); random weights\n", o->in_c,
+               o->in_h, o->in_w, o->threads > 0 ? o->threads : omp_get_max_threads(), o->runs);
+        printf("MACs: every layer as a direct computation (1x1 conv = C_in x C_out per pixel, attention = both\n"
+               "matmuls); extra MiB: activation arena high-water mark minus the input map\n\n");
+        printf("%-13s %10s %10s %10s %9s %10s\n", "module", "params", "MACs", "median s", "GFLOP/s", "extra MiB");
+    }
+    for (int i = 0; i < N_MODULES; i++) {
+        const char *name = MODULES[i].name;
+        if (o->module && strcmp(o->module, name) != 0) continue;
+        module_stats st;
+        sa_error err = {0};
+        int code = module_bench(name, o->in_c, o->in_h, o->in_w, o->runs, o->threads, &st, &err);
+        if (code) { report(&err); return code; }
+        module_line(o, &st, name);
+        fflush(stdout);
+        if (o->profile && !o->json) {
+            printf("  %s\n\n  %-44s %-16s %-16s %10s %10s %10s\n", MODULES[i].what, "layer", "input", "output", "params",
+                   "MACs", "ms/run");
+            for (int l = 0; l < st.n_log; l++) {
+                const layer_record *r = &st.log[l];
+                char in[32], out[32], p[16], mac[16];
+                snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
+                snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+                human(r->params, p, sizeof p), human(r->macs, mac, sizeof mac);
+                printf("  %-44s %-16s %-16s %10s %10s %10.2f\n", r->name, in, out, p, mac, 1e3 * r->seconds);
+            }
+            printf("\n");
+        }
+        module_stats_free(&st);
+    }
+    if (o->module) {
+        int known = 0;
+        for (int i = 0; i < N_MODULES; i++) known |= strcmp(o->module, MODULES[i].name) == 0;
+        if (!known) {
+            fprintf(stderr, "segattn: error: --module: unknown module '%s' (one of:", o->module);
+            for (int i = 0; i < N_MODULES; i++) fprintf(stderr, " %s", MODULES[i].name);
+            fprintf(stderr, ")\n");
+            return SA_EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     model_opts o;
     int code = parse_model_opts(argc, argv, &o, BENCH_HELP);
     if (code) return code < 0 ? 0 : code;
+    if (o.module || o.all) return bench_modules(&o);
     sa_model *m = open_model(&o);
     if (!m) return SA_EXIT_MODEL;
     sa_error err = {0};

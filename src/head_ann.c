@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "attention.h"
+#include "module_bench.h"
 #include "util.h"
 
 typedef struct {
@@ -73,6 +74,12 @@ static tensor pyramid_block(run_ctx *ctx, const attention_block *stages, int n, 
     tensor out = conv_on_concat(ctx, bottleneck, sum, query);
     ctx_release(ctx, sum);
     return out;
+}
+
+/* APNB alone (self-attention with pyramid-pooled keys, then the bottleneck on cat[context, x]). */
+tensor ann_context(run_ctx *ctx, const void *p, tensor x) {
+    const ann_head *h = p;
+    return pyramid_block(ctx, h->context, h->n_stages, &h->context_bottleneck, x, x);
 }
 
 static tensor ann_forward(run_ctx *ctx, const void *p, const tensor *feats) {

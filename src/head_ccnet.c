@@ -109,4 +109,7 @@ static tensor ccnet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
     return fcn_body_forward(ctx, &h->body, feats[0], ccnet_middle, h);
 }
 
+/* RCCA alone (criss-cross attention `recurrence` times): `segattn bench --module ccnet` runs it. */
+tensor ccnet_context(run_ctx *ctx, const void *p, tensor x) { return ccnet_middle(ctx, p, x); }
+
 const head_vtable head_ccnet = {"ccnet", ccnet_load, ccnet_forward, ccnet_free};

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "model.h"
+#include "module_bench.h"
 #include "util.h"
 
 typedef struct {
@@ -52,9 +53,9 @@ void external_attention_normalise(tensor a, float *column_sums) {
         for (int p = 0; p < n; p++) a.d[(size_t)s * n + p] /= column_sums[p];
 }
 
-static tensor eanet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
+/* The external attention module alone (conv1 … conv2, residual, ReLU); `segattn bench --module eanet` runs it. */
+tensor eanet_context(run_ctx *ctx, const void *p, tensor idn) {
     const eanet_head *h = p;
-    tensor idn = conv_forward(ctx, &h->fc0, feats[0], NULL);
     tensor x = conv_forward(ctx, &h->conv1, idn, NULL);
     tensor a = conv_forward(ctx, &h->linear0, x, NULL);
     ctx_release(ctx, x);
@@ -69,7 +70,15 @@ static tensor eanet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
     x = conv_forward(ctx, &h->linear1, a, NULL);
     ctx_release(ctx, a);
     tensor y = conv_forward(ctx, &h->conv2, x, &idn);
-    ctx_release(ctx, x), ctx_release(ctx, idn);
+    ctx_release(ctx, x);
+    return y;
+}
+
+static tensor eanet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
+    const eanet_head *h = p;
+    tensor idn = conv_forward(ctx, &h->fc0, feats[0], NULL);
+    tensor y = eanet_context(ctx, h, idn);
+    ctx_release(ctx, idn);
     tensor z = conv_forward(ctx, &h->fc1, y, NULL);
     ctx_release(ctx, y);
     tensor logits = conv_forward(ctx, &h->conv_seg, z, NULL);

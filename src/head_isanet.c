@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "module_bench.h"
 #include "util.h"
 
 typedef struct {
@@ -64,9 +65,9 @@ static void make_groups(int gh, int gw, int lh, int lw, int local, int *index) {
                 }
 }
 
-static tensor isanet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
+/* The ISA module alone: pad to whole groups, global relation, local relation, crop (a new tensor). */
+tensor isanet_context(run_ctx *ctx, const void *p, tensor x) {
     const isanet_head *h = p;
-    tensor x = conv_forward(ctx, &h->in_conv, feats[0], NULL);
     int gh = (x.h + h->lh - 1) / h->lh, gw = (x.w + h->lw - 1) / h->lw, hp = gh * h->lh, wp = gw * h->lw;
     int top = (hp - x.h) / 2, left = (wp - x.w) / 2;
     tensor padded = ctx_tensor(ctx, x.c, hp, wp);
@@ -93,6 +94,13 @@ static tensor isanet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
                 memcpy(cropped.d + ((size_t)c * x.h + y) * x.w, l.d + ((size_t)c * hp + y + top) * wp + left,
                        (size_t)x.w * sizeof(float));
     ctx_release(ctx, l);
+    return cropped;
+}
+
+static tensor isanet_forward(run_ctx *ctx, const void *p, const tensor *feats) {
+    const isanet_head *h = p;
+    tensor x = conv_forward(ctx, &h->in_conv, feats[0], NULL);
+    tensor cropped = isanet_context(ctx, h, x);
     tensor out = conv_on_concat(ctx, &h->out_conv, cropped, x);
     ctx_release(ctx, cropped), ctx_release(ctx, x);
     tensor logits = conv_forward(ctx, &h->conv_seg, out, NULL);

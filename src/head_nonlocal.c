@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "attention.h"
+#include "module_bench.h"
 #include "util.h"
 
 typedef struct {
@@ -45,6 +46,12 @@ static void *nonlocal_load(const head_cfg *cfg, weight_store *ws, sa_error *err)
 
 static tensor nonlocal_block(run_ctx *ctx, const void *arg, tensor x) {
     return attention_forward(ctx, arg, x, x, &x, NULL);
+}
+
+/* The non-local block alone (theta, phi, g, attention, conv_out, residual). */
+tensor nonlocal_context(run_ctx *ctx, const void *p, tensor x) {
+    const nonlocal_head *h = p;
+    return nonlocal_block(ctx, &h->nl, x);
 }
 
 static tensor nonlocal_forward(run_ctx *ctx, const void *p, const tensor *feats) {

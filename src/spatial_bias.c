@@ -73,13 +73,12 @@ done:
     return code;
 }
 
-tensor spatial_bias_conv2(run_ctx *ctx, const res_block *blk, tensor t) {
-    const spatial_bias *sb = blk->sb;
-    tensor u = conv_forward(ctx, &blk->conv2, t, NULL);
+/* The branch alone: relu(bn(resize(sb_conv(pool(reduce(t)))))) written into `up` (maps × H × W), which the
+ * caller allocated. */
+void spatial_bias_branch(run_ctx *ctx, const spatial_bias *sb, tensor t, tensor up) {
     tensor r = conv_forward(ctx, &sb->reduce, t, NULL);
     int P = sb->pool, pp = P * P;
     tensor pooled = ctx_tensor(ctx, sb->channels, P, P), maps = ctx_tensor(ctx, sb->maps, P, P);
-    tensor out = ctx_tensor(ctx, u.c + sb->maps, u.h, u.w);
     int id = ctx_log(ctx, "spatial_bias", t, maps, (double)sb->maps * pp * pp * sb->kernel, (double)pp * pp * sb->kernel + pp);
     if (!ctx->dry && !ctx->ar.failed) {
         double t0 = wall_seconds();
@@ -92,8 +91,6 @@ tensor spatial_bias_conv2(run_ctx *ctx, const res_block *blk, tensor t) {
                         acc += (double)sb->w[((size_t)o * pp + q) * sb->kernel + k] * pooled.d[(size_t)(m + k) * pp + q];
                 maps.d[(size_t)m * pp + o] = (float)acc;
             }
-        memcpy(out.d, u.d, tensor_numel(u) * sizeof(float));
-        tensor up = {sb->maps, u.h, u.w, out.d + tensor_numel(u)};
         resize_bilinear(maps, up, 0);
         size_t plane = tensor_plane(up);
         for (int m = 0; m < sb->maps; m++)
@@ -103,6 +100,18 @@ tensor spatial_bias_conv2(run_ctx *ctx, const res_block *blk, tensor t) {
             }
         ctx_log_time(ctx, id, t0);
     }
-    ctx_release(ctx, maps), ctx_release(ctx, pooled), ctx_release(ctx, r), ctx_release(ctx, u);
+    ctx_release(ctx, maps), ctx_release(ctx, pooled), ctx_release(ctx, r);
+}
+
+int spatial_bias_out_maps(const spatial_bias *sb) { return sb->maps; }
+
+tensor spatial_bias_conv2(run_ctx *ctx, const res_block *blk, tensor t) {
+    const spatial_bias *sb = blk->sb;
+    tensor u = conv_forward(ctx, &blk->conv2, t, NULL);
+    tensor out = ctx_tensor(ctx, u.c + sb->maps, u.h, u.w);
+    if (!ctx->dry && !ctx->ar.failed) memcpy(out.d, u.d, tensor_numel(u) * sizeof(float));
+    ctx_release(ctx, u);
+    tensor up = {sb->maps, out.h, out.w, out.d ? out.d + tensor_numel(u) : NULL};
+    spatial_bias_branch(ctx, sb, t, up);
     return out;
 }

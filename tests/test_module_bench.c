@@ -1,0 +1,85 @@
+/* `segattn bench --module`: the bare modules' MAC and parameter counts against closed forms (at the
+ * efficiency papers' 1×512×128×128 input), and real runs of every module on a small odd-sized input. */
+#include <check.h>
+#include <math.h>
+#include <string.h>
+
+#include "module_bench.h"
+
+static module_stats count(const char *name, int c, int h, int w) {
+    module_stats st;
+    sa_error err = {0};
+    int code = module_bench(name, c, h, w, 0, 0, &st, &err);
+    ck_assert_msg(code == 0, "%s: %s", name, err.msg);
+    return st;
+}
+
+START_TEST(nonlocal_macs_as_the_papers_count) {
+    /* Self-attention at C = 512: four 1×1 C→C projections (theta, phi, g, out) and the two N×N matmuls
+     * (QKᵀ and AV, C channels each): 4·N·C² + 2·N²·C = 292.06 G for N = 128·128. */
+    const double C = 512, N = 128.0 * 128;
+    module_stats st = count("nonlocal", 512, 128, 128);
+    ck_assert_double_eq(st.macs, 4 * N * C * C + 2 * N * N * C);
+    ck_assert(fabs(st.macs / 292e9 - 1) < 0.05);
+    ck_assert_double_eq(st.params, 4 * (C * C + C)); /* weights + (folded) biases */
+    ck_assert(st.arena_bytes - st.input_bytes < 0.25 * N * N * 4); /* never the N×N map */
+    module_stats_free(&st);
+    st = count("nonlocal_r2", 512, 128, 128);
+    ck_assert_double_eq(st.macs, 4 * N * C * C / 2 + 2 * N * N * C / 2);
+    module_stats_free(&st);
+}
+END_TEST
+
+START_TEST(eanet_macs_as_the_papers_count) {
+    /* conv1 and conv2 (1×1 C→C) and the two memories (C→S, S→C) with S = 64: 2·N·C² + 2·N·C·S. */
+    const double C = 512, N = 128.0 * 128, S = 64;
+    module_stats st = count("eanet", 512, 128, 128);
+    ck_assert_double_eq(st.macs, 2 * N * C * C + 2 * N * C * S);
+    ck_assert(fabs(st.macs / 9.2e9 - 1) < 0.051); /* 9.66 G: see docs/efficiency.md */
+    module_stats_free(&st);
+}
+END_TEST
+
+START_TEST(ccnet_and_spatial_bias_counts) {
+    /* RCCA, recurrence 2: per pass q, k (C→C/8), v (C→C) and H+W keys per pixel with C/8 + C channels;
+     * the shared weights count once. */
+    const double C = 512, H = 96, W = 64, N = H * W;
+    module_stats st = count("ccnet", 512, 96, 64);
+    ck_assert_double_eq(st.macs, 2 * (2 * N * C * C / 8 + N * C * C + N * (H + W) * (C / 8 + C)));
+    ck_assert_double_eq(st.params, 2 * (C * C / 8 + C / 8) + C * C + C);
+    module_stats_free(&st);
+    st = count("spatial_bias", 512, 96, 64);
+    ck_assert_double_eq(st.macs, N * C * 5 + 3 * 100 * 100 * 3);
+    ck_assert_double_eq(st.params, C * 5 + 5 + 100 * 100 * 3 + 100);
+    module_stats_free(&st);
+}
+END_TEST
+
+START_TEST(every_module_runs_on_a_small_input) {
+    for (int i = 0; i < N_MODULES; i++) {
+        module_stats st;
+        sa_error err = {0};
+        int code = module_bench(MODULES[i].name, 24, 13, 19, 2, 2, &st, &err);
+        ck_assert_msg(code == 0, "%s: %s", MODULES[i].name, err.msg);
+        ck_assert(st.runs == 2 && st.median_s >= 0 && st.min_s <= st.max_s);
+        ck_assert(st.macs > 0 && st.params > 0 && st.arena_bytes > st.input_bytes);
+        ck_assert(st.n_log > 0);
+        module_stats_free(&st);
+    }
+    module_stats st;
+    sa_error err = {0};
+    ck_assert_int_eq(module_bench("no_such_module", 8, 8, 8, 0, 0, &st, &err), SA_EXIT_USAGE);
+}
+END_TEST
+
+Suite *module_bench_suite(void) {
+    Suite *s = suite_create("module_bench");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, nonlocal_macs_as_the_papers_count);
+    tcase_add_test(tc, eanet_macs_as_the_papers_count);
+    tcase_add_test(tc, ccnet_and_spatial_bias_counts);
+    tcase_add_test(tc, every_module_runs_on_a_small_input);
+    suite_add_tcase(s, tc);
+    return s;
+}
