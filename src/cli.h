@@ -13,7 +13,7 @@ const char *default_config_path(void);
 /* One located line on stderr for an error. */
 void report(const sa_error *err);
 int parse_threads(const char *s, int *out);
-/* Reports unused tensors as one warning line. */
+/* Reports unused tensors, and weights that are NaN or infinite, as one warning line each. */
 void warn_unused(const char *config, const sa_model *m);
 
 #endif

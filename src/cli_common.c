@@ -36,4 +36,6 @@ int parse_threads(const char *s, int *out) {
 void warn_unused(const char *config, const sa_model *m) {
     const char *unused = sa_model_unused_tensors(m);
     if (unused) fprintf(stderr, "segattn: warning: %s: weights not used by the model: %s\n", config, unused);
+    const char *nonfinite = sa_model_nonfinite_weights(m);
+    if (nonfinite) fprintf(stderr, "segattn: warning: %s\n", nonfinite);
 }

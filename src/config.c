@@ -288,6 +288,9 @@ int config_parse(const char *text, size_t len, const char *path, model_cfg *cfg,
     memset(cfg, 0, sizeof *cfg);
     cfg->ignore_index = -1;
     parser p = {path, err};
+    /* cJSON takes a NUL for white space; JSON text has none. */
+    const char *nul = memchr(text, 0, len);
+    if (nul) return sa_fail(err, SA_EXIT_MODEL, "%s: NUL byte at offset %ld: not JSON text", path, (long)(nul - text));
     cJSON *root = cJSON_ParseWithLength(text, len);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();

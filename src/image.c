@@ -1,36 +1,133 @@
 /* Images in (stb_image: PNG, JPEG, BMP, …) and label maps out (stb_image_write PNG, atomically). */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include "image.h"
 #include "segattn.h"
 #include "util.h"
+
+/* stb_image 2.27 (Debian's libstb) builds a JPEG Huffman table before checking that its 16 code counts
+ * add up to at most 256, then copies that many symbol bytes into a 256-byte array: a DHT segment with
+ * larger counts overwrites the decoder's state (found by tests/fuzz/fuzz_image). Walk the markers the
+ * way stb does (resynchronising on 0xFF, so markers after entropy-coded data are seen too) and refuse
+ * such a table before stb reads it. Returns the offset of the bad segment, or 0 when none. */
+static size_t jpeg_bad_huffman(const uint8_t *b, size_t n) {
+    size_t p = 0;
+    if (n < 2 || b[0] != 0xFF) return 0;
+    while (p < n && b[p] == 0xFF) p++;
+    if (p >= n || b[p] != 0xD8) return 0; /* not a JPEG */
+    p++;
+    while (p < n) {
+        if (b[p] != 0xFF) { p++; continue; }
+        size_t at = p;
+        while (p < n && b[p] == 0xFF) p++;
+        if (p >= n) break;
+        uint8_t m = b[p++];
+        if (m == 0xD9) break;                                        /* EOI: stb reads no further */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue; /* stuffing, TEM, RSTn, SOI */
+        if (p + 2 > n) break;
+        size_t len = (size_t)b[p] << 8 | b[p + 1];
+        if (len < 2) break;                                          /* stb refuses the segment */
+        if (m == 0xC4) {
+            long left = (long)len - 2;
+            size_t q = p + 2;
+            while (left > 0) {                                       /* as stb reads it: past `len` if told to */
+                if (q >= n) return 0;
+                q++;                                                 /* table class and id */
+                unsigned codes = 0;
+                for (int i = 0; i < 16; i++, q++) codes += q < n ? b[q] : 0;
+                if (codes > 256) return at;
+                q += codes;
+                left -= 17 + (long)codes;
+            }
+        }
+        p += len;
+    }
+    return 0;
+}
+
+/* Largest encoded file read: generous for any format at the pixel cap (BMP/PPM are about 3-4 bytes a pixel,
+ * 16-bit PNG 8), and a bound on memory before a single pixel is decoded. */
+static int64_t max_file_bytes(int64_t max_pixels) {
+    return max_pixels > (INT64_MAX - (64 << 20)) / 8 ? INT64_MAX : 8 * max_pixels + (64 << 20);
+}
+
+int sa_image_decode(const uint8_t *bytes, size_t len, const char *path, int64_t max_pixels, sa_image *img,
+                    sa_error *err) {
+    memset(img, 0, sizeof *img);
+    if (max_pixels <= 0) max_pixels = SA_DEFAULT_MAX_PIXELS;
+    if (len == 0) return sa_fail(err, SA_EXIT_INPUT, "%s: empty file, not an image", path);
+    if (len > INT_MAX) return sa_fail(err, SA_EXIT_INPUT, "%s: file of %zu bytes is too large to decode", path, len);
+    size_t bad_dht = jpeg_bad_huffman(bytes, len);
+    if (bad_dht)
+        return sa_fail(err, SA_EXIT_INPUT, "%s: corrupt JPEG: Huffman table at byte %zu has more than 256 codes", path,
+                       bad_dht);
+    int w = 0, h = 0, comp;
+    if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp))
+        return sa_fail(err, SA_EXIT_INPUT, "%s: not a decodable image (%s)", path, stbi_failure_reason());
+    if (w <= 0 || h <= 0) return sa_fail(err, SA_EXIT_INPUT, "%s: image has no pixels (%dx%d)", path, w, h);
+    /* stb_image 2.27 expands a 16-bit grey PNM to RGB as if it were 8-bit, then reads twice the bytes of
+     * that buffer (found by tests/fuzz/fuzz_image): refuse it. 16-bit RGB PNM needs no expansion. */
+    if (len >= 2 && bytes[0] == 'P' && bytes[1] == '5' && stbi_is_16_bit_from_memory(bytes, (int)len))
+        return sa_fail(err, SA_EXIT_INPUT, "%s: 16-bit greyscale PNM is not supported", path);
+    if ((int64_t)w * h > max_pixels)
+        return sa_fail(err, SA_EXIT_INPUT, "%s: %dx%d image is over the %lld-pixel limit (--max-pixels)", path, w, h,
+                       (long long)max_pixels);
+    int dw = 0, dh = 0;
+    img->rgb = stbi_load_from_memory(bytes, (int)len, &dw, &dh, &comp, 3);
+    if (!img->rgb) return sa_fail(err, SA_EXIT_INPUT, "%s: cannot decode image (%s)", path, stbi_failure_reason());
+    /* The decoder must agree with the header it was judged by (the cap and every later size use these). */
+    if (dw != w || dh != h) {
+        sa_image_free(img);
+        return sa_fail(err, SA_EXIT_INPUT, "%s: decoded size %dx%d differs from the header's %dx%d", path, dw, dh, w, h);
+    }
+    img->w = w, img->h = h;
+    return SA_OK;
+}
 
 int sa_image_load(const char *path, int64_t max_pixels, sa_image *img, sa_error *err) {
     memset(img, 0, sizeof *img);
     if (max_pixels <= 0) max_pixels = SA_DEFAULT_MAX_PIXELS;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sa_fail(err, SA_EXIT_INPUT, "%s: cannot open image: %s", path, strerror(errno));
-    int w, h, comp;
-    if (!stbi_info_from_file(f, &w, &h, &comp)) {
-        fclose(f);
-        return sa_fail(err, SA_EXIT_INPUT, "%s: not a decodable image (%s)", path, stbi_failure_reason());
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sa_fail(err, SA_EXIT_INPUT, "%s: cannot open image: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return sa_fail(err, SA_EXIT_INPUT, "%s: not a regular file", path);
     }
-    if (w <= 0 || h <= 0) {
-        fclose(f);
-        return sa_fail(err, SA_EXIT_INPUT, "%s: image has no pixels (%dx%d)", path, w, h);
+    if ((int64_t)st.st_size > max_file_bytes(max_pixels) || (uint64_t)st.st_size > INT_MAX) {
+        close(fd);
+        return sa_fail(err, SA_EXIT_INPUT, "%s: file of %lld bytes is over the size limit for %lld pixels (--max-pixels)",
+                       path, (long long)st.st_size, (long long)max_pixels);
     }
-    if ((int64_t)w * h > max_pixels) {
-        fclose(f);
-        return sa_fail(err, SA_EXIT_INPUT, "%s: %dx%d image is over the %lld-pixel limit (--max-pixels)", path, w, h,
-                       (long long)max_pixels);
+    size_t len = (size_t)st.st_size, got = 0;
+    uint8_t *bytes = malloc(len ? len : 1);
+    if (!bytes) {
+        close(fd);
+        return sa_fail(err, SA_EXIT_INTERNAL, "%s: out of memory for %zu bytes", path, len);
     }
-    img->rgb = stbi_load_from_file(f, &img->w, &img->h, &comp, 3);
-    fclose(f);
-    if (!img->rgb) return sa_fail(err, SA_EXIT_INPUT, "%s: cannot decode image (%s)", path, stbi_failure_reason());
-    return SA_OK;
+    while (got < len) {
+        ssize_t r = read(fd, bytes + got, len - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(bytes), close(fd);
+            return sa_fail(err, SA_EXIT_INPUT, "%s: read error: %s", path, strerror(e));
+        }
+        if (r == 0) break; /* shrank while reading: decode what is there */
+        got += (size_t)r;
+    }
+    close(fd);
+    int code = sa_image_decode(bytes, got, path, max_pixels, img, err);
+    free(bytes);
+    return code;
 }
 
 void sa_image_free(sa_image *img) {

@@ -34,7 +34,7 @@ static sa_model *load(const char *config, const char *const *weights, int n_weig
         m->head = m->head_ops->load(&m->cfg.head, &ws, err);
         if (!m->head) code = err->code ? err->code : SA_EXIT_MODEL;
     }
-    if (!code) m->unused = weights_unused(&ws), m->used = weights_used(&ws);
+    if (!code) m->unused = weights_unused(&ws), m->used = weights_used(&ws), m->nonfinite = weights_nonfinite(&ws);
     weights_close(&ws); /* every weight now lives, folded, in the layers */
     if (code) {
         sa_model_free(m);
@@ -55,6 +55,7 @@ void sa_model_free(sa_model *m) {
     resnet_free(&m->backbone);
     config_free(&m->cfg);
     free(m->unused);
+    free(m->nonfinite);
     free(m->used);
     free(m->arena_mem);
     free(m->ctx.log);
@@ -62,6 +63,7 @@ void sa_model_free(sa_model *m) {
 }
 
 const char *sa_model_unused_tensors(const sa_model *m) { return m->unused; }
+const char *sa_model_nonfinite_weights(const sa_model *m) { return m->nonfinite; }
 int sa_model_num_classes(const sa_model *m) { return m->cfg.head.num_classes; }
 const char *sa_model_class_name(const sa_model *m, int k) {
     return k >= 0 && k < m->cfg.n_classes ? m->cfg.classes[k] : NULL;

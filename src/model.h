@@ -51,6 +51,7 @@ struct sa_model {
     const head_vtable *head_ops;
     void *head;
     char *unused;
+    char *nonfinite;           /* weights_nonfinite: NaN / Inf weights, or NULL */
     char *used;                /* "name dtype [shape]" lines of every tensor read */
     run_ctx ctx;
     char *arena_mem;

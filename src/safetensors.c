@@ -272,7 +272,7 @@ int weights_read(weight_store *ws, const char *name, int ndim, const int64_t *sh
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
         return sa_fail(err, SA_EXIT_MODEL, "%s: %s: dtype %s, expected F32, F16 or BF16", where, name,
                        DTYPES[t->dtype].name);
-    size_t n = t->nbytes / (size_t)DTYPES[t->dtype].size;
+    size_t n = t->nbytes / (size_t)DTYPES[t->dtype].size, nonfinite = 0;
     const uint8_t *p = t->data;
     for (size_t i = 0; i < n; i++) { /* byte-wise loads: the data has no alignment guarantee */
         if (t->dtype == ST_F32) {
@@ -282,7 +282,9 @@ int weights_read(weight_store *ws, const char *name, int ndim, const int64_t *sh
             memcpy(&h, p + 2 * i, 2);
             dst[i] = t->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
         }
+        nonfinite += !isfinite(dst[i]);
     }
+    t->nonfinite = nonfinite; /* reported, not refused: a NaN in an unused channel is harmless */
     t->used = 1;
     return SA_OK;
 }
@@ -311,6 +313,25 @@ char *weights_unused(const weight_store *ws) {
         k += (size_t)snprintf(s + k, len - k, "%s%s", listed++ ? ", " : "", ws->t[i].name);
     }
     if (total > listed) snprintf(s + k, len - k, " and %d more", total - listed);
+    return s;
+}
+
+char *weights_nonfinite(const weight_store *ws) {
+    const st_tensor *first = NULL;
+    int others = 0;
+    for (int i = 0; i < ws->n; i++) {
+        if (!ws->t[i].used || !ws->t[i].nonfinite) continue;
+        if (!first) first = &ws->t[i];
+        else others++;
+    }
+    if (!first) return NULL;
+    const char *file = first->file < ws->n_files ? ws->files[first->file].path : "weights";
+    size_t len = strlen(file) + strlen(first->name) + 160;
+    char *s = malloc(len);
+    if (!s) return NULL;
+    size_t numel = first->nbytes / (size_t)DTYPES[first->dtype].size;
+    int k = snprintf(s, len, "%s: %s: %zu of %zu values are NaN or infinite", file, first->name, first->nonfinite, numel);
+    if (others) snprintf(s + k, len - (size_t)k, " (and %d more tensor%s)", others, others == 1 ? "" : "s");
     return s;
 }
 

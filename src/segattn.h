@@ -83,6 +83,9 @@ void sa_model_free(sa_model *m);
 /* Tensors in the weight files that the model did not use (other than auxiliary_head.* and
  * num_batches_tracked), comma-separated; NULL when none. Owned by the model. */
 const char *sa_model_unused_tensors(const sa_model *m);
+/* "FILE: TENSOR: N of M values are NaN or infinite" for the first weight tensor holding any (and how many
+ * other tensors do); NULL when all are finite. Owned by the model. */
+const char *sa_model_nonfinite_weights(const sa_model *m);
 int sa_model_num_classes(const sa_model *m);
 const char *sa_model_class_name(const sa_model *m, int k);
 const uint8_t *sa_model_palette(const sa_model *m, int k);

@@ -19,6 +19,7 @@ typedef struct {
     size_t nbytes;
     int file;   /* index into weight_store.files */
     int used;
+    size_t nonfinite; /* NaN or infinite values seen by weights_read */
 } st_tensor;
 
 typedef struct {
@@ -46,6 +47,9 @@ const st_tensor *weights_find(const weight_store *ws, const char *name);
 int weights_read(weight_store *ws, const char *name, int ndim, const int64_t *shape, float *dst, sa_error *err);
 /* Comma-separated names nobody read (skipping auxiliary_head.* and num_batches_tracked); malloc'd, or NULL. */
 char *weights_unused(const weight_store *ws);
+/* One line naming the first tensor read that holds NaN or infinite values ("FILE: NAME: N of M values are
+ * NaN or infinite", plus how many other tensors do); malloc'd, or NULL when every value read is finite. */
+char *weights_nonfinite(const weight_store *ws);
 /* Newline-separated "name dtype [shape]" of every tensor read; malloc'd. */
 char *weights_used(const weight_store *ws);
 

@@ -40,6 +40,12 @@ static inline float test_rand(unsigned *state) {
     return (float)(*state >> 8) / 16777216.f * 2.f - 1.f;
 }
 
+/* The program under test: $SEGATTN_BIN (make asan-test points it at the sanitized build), else ./segattn. */
+static inline const char *segattn_bin(void) {
+    const char *b = getenv("SEGATTN_BIN");
+    return b && *b ? b : "./segattn";
+}
+
 /* Runs a shell command, returns its exit status (or -1). */
 static inline int run_status(const char *cmd) {
     int s = system(cmd);
