@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# segattn against its peers (PyTorch CPU, ONNX Runtime CPU) on the same models and sizes, in one run.
+#
+# usage: scripts/bench.sh [--quick] [--heads fcn,ann,...] [--runs N] [--threads N] [--rows r18,r101] [--out FILE]
+#
+#   --quick        R18 row only, 2 runs
+#   --heads LIST   comma-separated heads (default: fcn,ann,ccnet,isanet,eanet,nonlocal)
+#   --runs N       timed runs per engine after one warm-up (default 3); the median is reported
+#   --threads N    threads for every engine (default 2)
+#   --rows LIST    r18 (CamVid R18-d8, 128-ch heads, 360x480) and/or r101 (R101-d8, mmseg's 512-ch heads,
+#                  512x1024); default both
+#   --out FILE     also write the report (markdown) to FILE
+#
+# Every engine runs random weights of the same architecture: segattn with `bench --random-weights`, the
+# peers through ../shared/reference/{torch_cpu.py, export_onnx.py, ort_cpu.js} (not copied here). A peer
+# that is not installed is reported as such and the rest carries on. Scratch files (.onnx, results) go to
+# $SEGATTN_BENCH_DIR (default /tmp/segattn-bench), the ONNX Runtime npm install to
+# $SEGATTN_BENCH_CACHE/ort (default ~/.cache/segattn-bench/ort): nothing is written inside the repository.
+# $SEGATTN_BENCH_REF overrides where the peer scripts are (default ../shared/reference).
+# GFLOP/s counts direct-convolution MACs x 2 (as `segattn info`); "% peak" is against the FMA peak that
+# scripts/fma_peak.c measures on this machine with the same thread count.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+HEADS=fcn,ann,ccnet,isanet,eanet,nonlocal
+RUNS=3
+THREADS=2
+ROWS=r18,r101
+OUT=
+QUICK=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1; ROWS=r18; RUNS=2 ;;
+    --heads) HEADS=$2; shift ;;
+    --runs) RUNS=$2; shift ;;
+    --threads) THREADS=$2; shift ;;
+    --rows) ROWS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$RUNS$THREADS" in *[!0-9]*) echo "bench.sh: --runs and --threads take counts" >&2; exit 2 ;; esac
+
+WORK=${SEGATTN_BENCH_DIR:-/tmp/segattn-bench}
+CACHE=${SEGATTN_BENCH_CACHE:-$HOME/.cache/segattn-bench}
+REF=${SEGATTN_BENCH_REF:-$ROOT/../shared/reference}
+PY=/usr/bin/python3
+ORT_VERSION=1.30.0
+mkdir -p "$WORK"
+RESULTS=$WORK/results.$$.jsonl
+: > "$RESULTS"
+note() { echo "bench.sh: $*" >&2; }
+record() { echo "$1" >> "$RESULTS"; }   # one JSON object per line
+
+[ -x ./segattn ] || make -s segattn || { note "cannot build segattn"; exit 1; }
+
+# --- peers -------------------------------------------------------------------------------------------------
+TORCH_OK=0 ORT_OK=0 TORCH_WHY= ORT_WHY=
+if [ ! -d "$REF" ]; then
+    TORCH_WHY="../shared/reference not present"; ORT_WHY=$TORCH_WHY
+else
+    if [ ! -x $PY ] || ! $PY -c 'import torch' 2>/dev/null; then TORCH_WHY="torch not installed for $PY"
+    else TORCH_OK=1; TORCH_VER=$($PY -c 'import torch; print(torch.__version__)'); fi
+    if ! command -v node >/dev/null; then ORT_WHY="node not installed"
+    elif [ $TORCH_OK = 0 ]; then ORT_WHY="the ONNX export needs torch ($TORCH_WHY)"
+    else
+        if [ ! -f "$CACHE/ort/node_modules/onnxruntime-node/package.json" ]; then
+            note "installing onnxruntime-node@$ORT_VERSION into $CACHE/ort"
+            mkdir -p "$CACHE/ort"
+            [ -f "$CACHE/ort/package.json" ] || echo '{"name": "segattn-bench-ort", "private": true}' > "$CACHE/ort/package.json"
+            (cd "$CACHE/ort" && npm install --ignore-scripts --no-audit --no-fund "onnxruntime-node@$ORT_VERSION" >&2) ||
+                note "npm install onnxruntime-node@$ORT_VERSION failed"
+        fi
+        if [ -f "$CACHE/ort/node_modules/onnxruntime-node/package.json" ]; then
+            ORT_OK=1
+            ORT_VER=$(node -p "require('$CACHE/ort/node_modules/onnxruntime-node/package.json').version")
+        else ORT_WHY="onnxruntime-node not installed (npm install failed)"; fi
+    fi
+fi
+[ $TORCH_OK = 1 ] && note "peer PyTorch $TORCH_VER" || note "peer PyTorch unavailable: $TORCH_WHY"
+[ $ORT_OK = 1 ] && note "peer ONNX Runtime $ORT_VER" || note "peer ONNX Runtime unavailable: $ORT_WHY"
+
+# --- FMA peak ----------------------------------------------------------------------------------------------
+PEAK=
+if cc -O2 -mavx2 -mfma -fopenmp scripts/fma_peak.c -o "$WORK/fma_peak" 2>/dev/null; then
+    PEAK=$("$WORK/fma_peak" "$THREADS" | $PY -c 'import json,sys; print(json.load(sys.stdin)["fma_peak_gflops"])')
+fi
+[ -n "$PEAK" ] || { note "FMA peak not measured"; PEAK=0; }
+
+# --- runs --------------------------------------------------------------------------------------------------
+run_row() { # ROW DEPTH H W CONFIG_PATTERN
+    local row=$1 depth=$2 H=$3 W=$4 pattern=$5 onnxdir=$WORK/r$2_$3x$4 head
+    if [ $ORT_OK = 1 ]; then
+        local missing=
+        for head in ${HEADS//,/ }; do [ -f "$onnxdir/r${depth}_$head.onnx" ] || missing=$missing,$head; done
+        if [ -n "$missing" ]; then
+            note "$row: exporting ${missing#,} to ONNX ($onnxdir)"
+            $PY "$REF/export_onnx.py" "$depth" "$H" "$W" "$onnxdir" "${missing#,}" 2>>"$WORK/export.log" |
+                while read -r line; do record "{\"row\": \"$row\", \"engine\": \"export\", \"r\": $line}"; done
+        fi
+    fi
+    for head in ${HEADS//,/ }; do
+        local cfg=${pattern//HEAD/$head} out
+        note "$row $head: segattn"
+        out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
+        [ -n "$out" ] || out="{\"error\": \"segattn bench failed (see $WORK/errors.log)\"}"
+        record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn\", \"r\": $out}"
+        if [ $TORCH_OK = 1 ]; then
+            note "$row $head: torch"
+            out=$(timeout 3600 $PY "$REF/torch_cpu.py" "$depth" "$head" "$H" "$W" "$THREADS" "$RUNS" 2>>"$WORK/errors.log" | tail -1)
+            [ -n "$out" ] || out="{\"error\": \"torch_cpu.py failed (see $WORK/errors.log)\"}"
+            record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"torch\", \"r\": $out}"
+        fi
+        if [ $ORT_OK = 1 ]; then
+            if [ -f "$onnxdir/r${depth}_$head.onnx" ]; then
+                note "$row $head: onnxruntime"
+                out=$(NODE_PATH=$CACHE/ort/node_modules timeout 3600 node "$REF/ort_cpu.js" "$onnxdir/r${depth}_$head.onnx" "$H" "$W" "$THREADS" "$RUNS" 2>>"$WORK/errors.log" | tail -1)
+                [ -n "$out" ] || out="{\"error\": \"ort_cpu.js failed (see $WORK/errors.log)\"}"
+            else
+                out="{\"error\": \"no ONNX export\"}"
+            fi
+            record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"ort\", \"r\": $out}"
+        fi
+    done
+}
+for row in ${ROWS//,/ }; do
+    case $row in
+    r18) run_row "R18-d8 360x480" 18 360 480 "configs/camvid_r18-d8_HEAD.json" ;;
+    r101) run_row "R101-d8 512x1024" 101 512 1024 "configs/bench/r101-d8_HEAD.json" ;;
+    *) note "unknown row '$row' (r18, r101)" ;;
+    esac
+done
+
+# --- report ------------------------------------------------------------------------------------------------
+CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+CORES=$(nproc)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo "+uncommitted src changes")
+CMD="scripts/bench.sh"
+[ $QUICK = 1 ] && CMD="$CMD --quick"
+CMD="$CMD --heads $HEADS --runs $RUNS --threads $THREADS --rows $ROWS"
+REPORT=$($PY - "$RESULTS" "$PEAK" "$CPU" "$CORES" "$THREADS" "$RUNS" "$COMMIT" "$CMD" \
+    "${TORCH_VER:-unavailable: $TORCH_WHY}" "${ORT_VER:-unavailable: $ORT_WHY}" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import json, sys
+path, peak, cpu, cores, threads, runs, commit, cmd, torch_v, ort_v, load = sys.argv[1:]
+peak = float(peak)
+res, exports = {}, {}
+for line in open(path):
+    o = json.loads(line)
+    if o["engine"] == "export":
+        exports[(o["row"], o["r"]["head"])] = o["r"]
+    else:
+        res.setdefault((o["row"], o["head"]), {})[o["engine"]] = o["r"]
+print(f"machine: {cpu}, {cores} cores; {threads} threads per engine; median of {runs} runs after one warm-up")
+print(f"segattn {commit}; PyTorch {torch_v}; ONNX Runtime (onnxruntime-node) {ort_v}")
+print(f"measured FMA peak ({threads} threads, scripts/fma_peak.c): {peak:.1f} GFLOP/s; load average at the end: {load}")
+print(f"command: {cmd}\n")
+print("| model | head | segattn s | torch s | ORT s | segattn / fastest peer | GFLOP | GFLOP/s | % FMA peak | peak RSS MiB segattn / torch / ORT |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+notes = []
+for (row, head), e in res.items():
+    def cell(name):
+        r = e.get(name)
+        if r is None: return "n/a", None
+        if "error" in r:
+            why = r["error"]
+            if name == "ort" and why == "no ONNX export":
+                ex = exports.get((row, head), {})
+                why = "ONNX export failed: " + ex.get("error", "no .onnx file")
+            notes.append(f"{row} {head} {name}: {why}")
+            return "failed", None
+        return f"{r['median_s']:.3f}", r["median_s"]
+    s_txt, s = cell("segattn")
+    t_txt, t = cell("torch")
+    o_txt, o = cell("ort")
+    peers = [x for x in (t, o) if x is not None]
+    ratio = f"{s / min(peers):.2f}x" if s is not None and peers else "-"
+    sg = e.get("segattn", {})
+    gflop = sg.get("gflop")
+    gflops = sg.get("gflops")
+    pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
+    rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
+    print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
+          f"{gflops if gflops is not None else '-'} | {pct} | {rss} |")
+print("\nsegattn / fastest peer < 1: segattn is faster. GFLOP = 2 x direct-convolution MACs of segattn's network "
+      "(`segattn info`); GFLOP/s and % FMA peak are segattn's.")
+for n in notes: print(f"- {n}")
+EOF
+)
+echo "$REPORT"
+[ -n "$OUT" ] && echo "$REPORT" > "$OUT"
+rm -f "$RESULTS"
