@@ -1,6 +1,10 @@
 /* Convolution: BN folding at load, a direct reference, and the shipped kernel (1×1 convs straight into
- * GEMM; others through an im2col of a band of output columns, never of the whole image). */
+ * the blocked GEMM; 3×3 stride-1 through Winograd F(4×4, 3×3); others through an im2col written panel by
+ * panel straight into the GEMM's packed B layout, never of the whole image). Bias, residual and ReLU are
+ * fused into the GEMM epilogue or the Winograd output transform. */
 #include <math.h>
+#include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,7 +12,6 @@
 #include "util.h"
 
 #define BN_EPS 1e-5
-#define IM2COL_BYTES (6u << 20) /* im2col band: a few MiB keeps it in L3 next to the weights */
 
 int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err) {
     memset(c, 0, sizeof *c);
@@ -50,9 +53,9 @@ done:
 }
 
 void conv_free(conv2d *c) {
-    free(c->w);
-    free(c->b);
-    c->w = c->b = NULL;
+    free(c->w), free(c->b), free(c->packed), free(c->wino);
+    c->w = c->b = c->packed = c->wino = NULL;
+    c->prepared = 0;
 }
 
 void conv_out_size(const conv2d *c, int h, int w, int *oh, int *ow) {
@@ -95,50 +98,83 @@ void conv_reference(const conv2d *c, tensor in, tensor out, const tensor *residu
 
 static int is_pointwise(const conv2d *c) { return c->kh == 1 && c->kw == 1 && c->stride == 1 && c->pad == 0; }
 
-static int band_columns(const conv2d *c, int n) {
-    size_t k = (size_t)c->cin * c->kh * c->kw;
-    size_t cols = IM2COL_BYTES / (k * sizeof(float));
-    if (cols < 64) cols = 64;
-    return cols > (size_t)n ? n : (int)cols;
+static int use_winograd = 1;
+void conv_set_winograd(int on) { use_winograd = on; }
+
+static int winograd_path(const conv2d *c) { return use_winograd && winograd_applies(c); }
+
+/* Packs the weights once, on first use: spatial bias rescales some convs after conv_load. Not thread-safe;
+ * convs run from the main thread. */
+static void conv_prepare(const conv2d *cc) {
+    conv2d *c = (conv2d *)cc;
+    if (c->prepared == 1 + use_winograd) return;
+    free(c->packed), free(c->wino);
+    c->packed = c->wino = NULL;
+    if (winograd_path(c)) {
+        c->wino = winograd_transform_weights(c);
+    } else {
+        int k = c->cin * c->kh * c->kw;
+        c->packed = aligned_alloc(64, ((gemm_packed_a_floats(c->cout, k) + 16) * sizeof(float) + 63) / 64 * 64);
+        if (c->packed) gemm_pack_a(0, c->cout, k, c->w, k, c->packed);
+    }
+    if (!c->packed && !c->wino) abort();
+    c->prepared = 1 + use_winograd;
 }
 
 size_t conv_scratch_floats(const conv2d *c, tensor in) {
-    if (is_pointwise(c)) return 0;
-    int oh, ow;
-    conv_out_size(c, in.h, in.w, &oh, &ow);
-    return (size_t)c->cin * c->kh * c->kw * band_columns(c, oh * ow);
+    if (winograd_path(c)) return winograd_scratch_floats(c, in) + 16;
+    return (size_t)omp_get_max_threads() * gemm_panel_floats(c->cin * c->kh * c->kw) + 16;
 }
 
-/* Rows (i, ky, kx), columns = output positions [p0, p0 + np). */
-static void im2col_band(const conv2d *c, tensor in, int ow, int p0, int np, float *cols) {
-    int kk = c->kh * c->kw;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < c->cin * kk; r++) {
-        int i = r / kk, ky = r % kk / c->kw, kx = r % c->kw;
-        const float *src = in.d + (size_t)i * in.h * in.w;
-        float *dst = cols + (size_t)r * np;
-        int y = p0 / ow, x = p0 % ow;
-        for (int p = 0; p < np; p++) {
-            int iy = y * c->stride - c->pad + ky * c->dil, ix = x * c->stride - c->pad + kx * c->dil;
-            dst[p] = (iy >= 0 && iy < in.h && ix >= 0 && ix < in.w) ? src[iy * in.w + ix] : 0.f;
-            if (++x == ow) x = 0, y++;
+typedef struct {
+    const conv2d *c;
+    tensor in;
+    int ow;
+} im2col_arg;
+
+/* B panel = columns [j0, j0 + nc) of the im2col matrix (rows (i, ky, kx)), written straight into the
+ * packed layout: sliver s, row r, lane l at bp[(s·K + r)·16 + l]. */
+static void fill_im2col(const void *arg, int j0, int nc, float *bp) {
+    const im2col_arg *a = arg;
+    const conv2d *c = a->c;
+    tensor in = a->in;
+    int kk = c->kh * c->kw, K = c->cin * kk, ns = (nc + GEMM_NR - 1) / GEMM_NR;
+    for (int s = 0; s < ns; s++) {
+        int p0 = j0 + s * GEMM_NR, np = nc - s * GEMM_NR < GEMM_NR ? nc - s * GEMM_NR : GEMM_NR;
+        int y0 = p0 / a->ow, x0 = p0 % a->ow;
+        float *dst = bp + (size_t)s * K * GEMM_NR;
+        for (int r = 0; r < K; r++, dst += GEMM_NR) {
+            int i = r / kk, ky = r % kk / c->kw, kx = r % c->kw;
+            const float *src = in.d + (size_t)i * in.h * in.w;
+            int y = y0, x = x0, p = 0;
+            for (; p < np; p++) {
+                int iy = y * c->stride - c->pad + ky * c->dil, ix = x * c->stride - c->pad + kx * c->dil;
+                dst[p] = (iy >= 0 && iy < in.h && ix >= 0 && ix < in.w) ? src[iy * in.w + ix] : 0.f;
+                if (++x == a->ow) x = 0, y++;
+            }
+            for (; p < GEMM_NR; p++) dst[p] = 0.f;
         }
     }
+}
+
+static void fill_pointwise(const void *arg, int j0, int nc, float *bp) {
+    const im2col_arg *a = arg;
+    int n = a->in.h * a->in.w;
+    gemm_pack_b(0, a->c->cin, nc, a->in.d + j0, n, bp);
 }
 
 void conv_fast(const conv2d *c, tensor in, tensor out, const tensor *residual, float *scratch) {
-    int n = out.h * out.w, k = c->cin * c->kh * c->kw;
-    if (is_pointwise(c)) {
-        gemm(0, 0, c->cout, n, k, 1.f, c->w, k, in.d, n, 0.f, out.d, n);
-    } else {
-        int band = band_columns(c, n);
-        for (int p0 = 0; p0 < n; p0 += band) {
-            int np = n - p0 < band ? n - p0 : band;
-            im2col_band(c, in, out.w, p0, np, scratch);
-            gemm(0, 0, c->cout, np, k, 1.f, c->w, k, scratch, np, 0.f, out.d + p0, n);
-        }
+    conv_prepare(c);
+    scratch = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); /* packed operands want 32-byte rows */
+    if (c->wino) {
+        winograd_conv(c, c->wino, in, out, residual, scratch);
+        return;
     }
-    epilogue(c, out, residual);
+    int n = out.h * out.w, k = c->cin * c->kh * c->kw;
+    im2col_arg a = {c, in, out.w};
+    gemm_epilogue e = {c->b, residual ? residual->d : NULL, n, c->relu};
+    gemm_panels(c->cout, n, k, 1.f, c->packed, is_pointwise(c) ? fill_pointwise : fill_im2col, &a, 0.f, out.d, n, &e,
+                scratch);
 }
 
 tensor conv_forward(run_ctx *ctx, const conv2d *c, tensor in, const tensor *residual) {

@@ -1,13 +1,237 @@
-/* GEMM: OpenBLAS (OpenMP build) for the shipped path, a triple loop as the reference. */
-#include <cblas.h>
+/* GEMM: a register-tiled, cache-blocked FP32 kernel (AVX2/FMA 6×16 micro-kernel over packed panels) for
+ * the shipped path, a triple loop as the reference.
+ *
+ * Determinism: the K dimension is cut into fixed KC blocks and every output element is summed by one
+ * micro-kernel call per block, in block order, whatever thread runs it. Threads only split the M×N
+ * output into independent tasks, so the result is bit-identical for any thread count. */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "ops.h"
+
+#define MR GEMM_MR
+#define NR GEMM_NR
+#define KC 256    /* K block: a 6×KC A sliver (6 KiB) and a KC×16 B sliver (16 KiB) stay in L1 */
+#define MB_MAX 16 /* A slivers per task (96 rows, ≤ 96 KiB of A in L2 per K block) */
+#define NB_MAX 8  /* B slivers per task (128 columns) */
+
+size_t gemm_packed_a_floats(int m, int k) { return (size_t)((m + MR - 1) / MR) * MR * (size_t)k; }
+size_t gemm_packed_b_floats(int k, int n) { return (size_t)((n + NR - 1) / NR) * NR * (size_t)k; }
+
+void gemm_pack_a(int trans, int m, int k, const float *a, int lda, float *ap) {
+    int ms = (m + MR - 1) / MR;
+    for (int s = 0; s < ms; s++) {
+        float *dst = ap + (size_t)s * MR * k;
+        int i0 = s * MR, rows = m - i0 < MR ? m - i0 : MR;
+        if (trans) {
+            for (int p = 0; p < k; p++) {
+                const float *src = a + (size_t)p * lda + i0;
+                int r = 0;
+                for (; r < rows; r++) dst[(size_t)p * MR + r] = src[r];
+                for (; r < MR; r++) dst[(size_t)p * MR + r] = 0.f;
+            }
+        } else {
+            for (int r = 0; r < MR; r++) {
+                if (r < rows) {
+                    const float *src = a + (size_t)(i0 + r) * lda;
+                    for (int p = 0; p < k; p++) dst[(size_t)p * MR + r] = src[p];
+                } else {
+                    for (int p = 0; p < k; p++) dst[(size_t)p * MR + r] = 0.f;
+                }
+            }
+        }
+    }
+}
+
+void gemm_pack_b(int trans, int k, int n, const float *b, int ldb, float *bp) {
+    int ns = (n + NR - 1) / NR, full = n / NR;
+    if (!trans) {
+        /* Rows in groups of 8 so that reads stream along rows while each sliver gets 512 contiguous bytes. */
+        for (int p0 = 0; p0 < k; p0 += 8) {
+            int p1 = p0 + 8 < k ? p0 + 8 : k;
+            for (int s = 0; s < full; s++) {
+                float *dst = bp + (size_t)s * NR * k;
+                for (int p = p0; p < p1; p++) {
+                    const float *src = b + (size_t)p * ldb + s * NR;
+                    _mm256_store_ps(dst + (size_t)p * NR, _mm256_loadu_ps(src));
+                    _mm256_store_ps(dst + (size_t)p * NR + 8, _mm256_loadu_ps(src + 8));
+                }
+            }
+        }
+        if (full < ns) {
+            float *dst = bp + (size_t)full * NR * k;
+            int j0 = full * NR, cols = n - j0;
+            for (int p = 0; p < k; p++) {
+                const float *src = b + (size_t)p * ldb + j0;
+                int j = 0;
+                for (; j < cols; j++) dst[(size_t)p * NR + j] = src[j];
+                for (; j < NR; j++) dst[(size_t)p * NR + j] = 0.f;
+            }
+        }
+        return;
+    }
+    for (int s = 0; s < ns; s++) {
+        float *dst = bp + (size_t)s * NR * k;
+        int j0 = s * NR, cols = n - j0 < NR ? n - j0 : NR;
+        for (int j = 0; j < NR; j++) {
+            if (j < cols) {
+                const float *src = b + (size_t)(j0 + j) * ldb;
+                for (int p = 0; p < k; p++) dst[(size_t)p * NR + j] = src[p];
+            } else {
+                for (int p = 0; p < k; p++) dst[(size_t)p * NR + j] = 0.f;
+            }
+        }
+    }
+}
+
+/* mode 0: C = alpha·acc + beta·C (C not read when beta is 0); mode 1: C += alpha·acc. `last` applies the
+ * epilogue (bias per row, residual, ReLU). */
+static void micro(int kc, const float *a, const float *b, float *c, int ldc, int mr, int nr, int mode, float alpha,
+                  float beta, int last, const gemm_epilogue *e, int row, int col) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
+        av = _mm256_broadcast_ss(a + 0), c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a + 1), c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a + 2), c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a + 3), c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a + 4), c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a + 5), c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
+        a += MR, b += NR;
+    }
+    _Alignas(32) float t[MR][NR];
+    _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01), _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
+    _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21), _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
+    _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41), _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
+    int has_epi = last && e;
+    if (nr == NR) {
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta), zero = _mm256_setzero_ps();
+        for (int i = 0; i < mr; i++) {
+            float *ci = c + (size_t)i * ldc;
+            for (int h = 0; h < NR; h += 8) {
+                __m256 v = _mm256_load_ps(t[i] + h);
+                if (alpha != 1.f) v = _mm256_mul_ps(v, va);
+                if (mode) v = _mm256_add_ps(_mm256_loadu_ps(ci + h), v);
+                else if (beta != 0.f) v = _mm256_add_ps(v, _mm256_mul_ps(vb, _mm256_loadu_ps(ci + h)));
+                if (has_epi) {
+                    if (e->bias) v = _mm256_add_ps(v, _mm256_set1_ps(e->bias[row + i]));
+                    if (e->res) v = _mm256_add_ps(v, _mm256_loadu_ps(e->res + (size_t)(row + i) * e->ldr + col + h));
+                    if (e->relu) v = _mm256_max_ps(v, zero);
+                }
+                _mm256_storeu_ps(ci + h, v);
+            }
+        }
+    } else {
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nr; j++) {
+                float *cij = c + (size_t)i * ldc + j, v = t[i][j];
+                if (alpha != 1.f) v *= alpha;
+                if (mode) v = *cij + v;
+                else if (beta != 0.f) v = v + beta * *cij;
+                if (has_epi) {
+                    if (e->bias) v += e->bias[row + i];
+                    if (e->res) v += e->res[(size_t)(row + i) * e->ldr + col + j];
+                    if (e->relu) v = v > 0.f ? v : 0.f; /* max(v, 0) as _mm256_max_ps: NaN → 0 either way */
+                }
+                *cij = v;
+            }
+    }
+}
+
+typedef struct {
+    int m, n, k, ms, ns, mb, nb, nmb, nnb;
+    float alpha, beta;
+    const float *ap, *bp;
+    float *c;
+    int ldc;
+    const gemm_epilogue *e;
+} gemm_job;
+
+static void run_task(const gemm_job *g, int task) {
+    int bi = task / g->nnb, bj = task % g->nnb;
+    int s0 = bi * g->mb, s1 = s0 + g->mb < g->ms ? s0 + g->mb : g->ms;
+    int t0 = bj * g->nb, t1 = t0 + g->nb < g->ns ? t0 + g->nb : g->ns;
+    for (int p0 = 0; p0 < g->k || p0 == 0; p0 += KC) {
+        int kc = g->k - p0 < KC ? g->k - p0 : KC, last = p0 + KC >= g->k;
+        for (int t = t0; t < t1; t++) {
+            const float *bs = g->bp + (size_t)t * NR * g->k + (size_t)p0 * NR;
+            int col = t * NR, nr = g->n - col < NR ? g->n - col : NR;
+            for (int s = s0; s < s1; s++) {
+                const float *as = g->ap + (size_t)s * MR * g->k + (size_t)p0 * MR;
+                int row = s * MR, mr = g->m - row < MR ? g->m - row : MR;
+                micro(kc, as, bs, g->c + (size_t)row * g->ldc + col, g->ldc, mr, nr, p0 > 0, g->alpha, g->beta, last,
+                      g->e, row, col);
+            }
+        }
+        if (g->k == 0) break;
+    }
+}
+
+void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float *bp, float beta, float *c, int ldc,
+                 const gemm_epilogue *e, int parallel) {
+    if (m <= 0 || n <= 0) return;
+    gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, beta, ap, bp, c, ldc, e};
+    g.nmb = (g.ms + MB_MAX - 1) / MB_MAX, g.mb = (g.ms + g.nmb - 1) / g.nmb;
+    g.nnb = (g.ns + NB_MAX - 1) / NB_MAX, g.nb = (g.ns + g.nnb - 1) / g.nnb;
+    int tasks = g.nmb * g.nnb;
+    if (parallel && tasks > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
+#pragma omp parallel for schedule(dynamic)
+        for (int t = 0; t < tasks; t++) run_task(&g, t);
+    } else {
+        for (int t = 0; t < tasks; t++) run_task(&g, t);
+    }
+}
+
+size_t gemm_panel_floats(int k) { return (size_t)GEMM_NC * (k > 0 ? k : 1) + 16; }
+
+void gemm_panels(int m, int n, int k, float alpha, const float *ap, gemm_fill_b fill, const void *arg, float beta,
+                 float *c, int ldc, const gemm_epilogue *e, float *work) {
+    if (m <= 0 || n <= 0) return;
+    int panels = (n + GEMM_NC - 1) / GEMM_NC;
+    int threads = panels > 1 && !omp_in_parallel() ? omp_get_max_threads() : 1;
+    if (threads > panels) threads = panels;
+    size_t per = gemm_panel_floats(k);
+    float *own = NULL;
+    if (!work) {
+        own = aligned_alloc(64, ((per * threads * sizeof(float)) + 63) / 64 * 64);
+        if (!own) abort();
+        work = own;
+    }
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads > 1)
+    for (int pi = 0; pi < panels; pi++) {
+        float *bp = work + per * (size_t)omp_get_thread_num();
+        int j0 = pi * GEMM_NC, nc = n - j0 < GEMM_NC ? n - j0 : GEMM_NC;
+        fill(arg, j0, nc, bp);
+        gemm_epilogue ep;
+        if (e) ep = *e, ep.res = e->res ? e->res + j0 : NULL;
+        gemm_packed(m, nc, k, alpha, ap, bp, beta, c + j0, ldc, e ? &ep : NULL, 0);
+    }
+    free(own);
+}
+
+typedef struct {
+    int trans, k;
+    const float *b;
+    int ldb;
+} dense_b;
+
+static void fill_dense(const void *arg, int j0, int nc, float *bp) {
+    const dense_b *d = arg;
+    gemm_pack_b(d->trans, d->k, nc, d->trans ? d->b + (size_t)j0 * d->ldb : d->b + j0, d->ldb, bp);
+}
 
 void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
           float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha,
-                a, lda, b, ldb, beta, c, ldc);
+    float *ap = aligned_alloc(64, (gemm_packed_a_floats(m, k) + 16) * sizeof(float));
+    if (!ap) abort();
+    gemm_pack_a(trans_a, m, k, a, lda, ap);
+    dense_b d = {trans_b, k, b, ldb};
+    gemm_panels(m, n, k, alpha, ap, fill_dense, &d, beta, c, ldc, NULL, NULL);
+    free(ap);
 }
 
 void gemm_reference(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
@@ -21,4 +245,4 @@ void gemm_reference(int trans_a, int trans_b, int m, int n, int k, float alpha, 
         }
 }
 
-void gemm_set_threads(int threads) { openblas_set_num_threads(threads); }
+void gemm_set_threads(int threads) { (void)threads; /* threads come from OpenMP (omp_set_num_threads) */ }

@@ -13,6 +13,10 @@ typedef struct {
     float *w; /* cout × cin × kh × kw */
     float *b; /* cout */
     char name[96];
+    /* Prepared on first use (after any load-time edits of w): the weights as a packed GEMM A operand, or
+     * their Winograd transform for 3×3 stride-1 convs. */
+    int prepared;
+    float *packed, *wino;
 } conv2d;
 
 /* How a convolution's weights are named in the state_dict:
@@ -35,6 +39,14 @@ tensor conv_forward(run_ctx *ctx, const conv2d *c, tensor in, const tensor *resi
 void conv_reference(const conv2d *c, tensor in, tensor out, const tensor *residual);
 size_t conv_scratch_floats(const conv2d *c, tensor in);
 void conv_fast(const conv2d *c, tensor in, tensor out, const tensor *residual, float *scratch);
+/* Whether conv_fast may use Winograd for 3×3 stride-1 convs (default on; tests measure both paths). */
+void conv_set_winograd(int on);
+
+/* Winograd F(4×4, 3×3) for 3×3 stride-1 convs of any padding and dilation (src/winograd.c). */
+int winograd_applies(const conv2d *c);
+float *winograd_transform_weights(const conv2d *c); /* 36 packed A operands, cout × cin each */
+size_t winograd_scratch_floats(const conv2d *c, tensor in);
+void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch);
 
 /* C[m×n] = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when trans is set. */
 void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
@@ -42,6 +54,32 @@ void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const floa
 void gemm_reference(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                     const float *b, int ldb, float beta, float *c, int ldc);
 void gemm_set_threads(int threads);
+
+/* The blocked GEMM on packed operands. A packs as ceil(m/6) slivers of k×6 floats (row r of the sliver at
+ * [p·6 + r]), B as ceil(n/16) slivers of k×16 floats; both zero-padded, 32-byte aligned. The epilogue (NULL
+ * for none) adds bias[row], then res[row·ldr + col], then applies ReLU. With `parallel` (and outside a
+ * parallel region) output blocks are shared among the OpenMP threads; the K summation order never depends
+ * on the thread count, so results are bit-identical for any number of threads. */
+#define GEMM_MR 6
+#define GEMM_NR 16
+typedef struct {
+    const float *bias, *res;
+    int ldr, relu;
+} gemm_epilogue;
+size_t gemm_packed_a_floats(int m, int k);
+size_t gemm_packed_b_floats(int k, int n);
+void gemm_pack_a(int trans, int m, int k, const float *a, int lda, float *ap);
+void gemm_pack_b(int trans, int k, int n, const float *b, int ldb, float *bp);
+void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float *bp, float beta, float *c, int ldc,
+                 const gemm_epilogue *e, int parallel);
+/* The same with B produced panel by panel (GEMM_NC columns at a time, packed into a per-thread buffer of
+ * gemm_panel_floats(k) by `fill`), so that B never exists whole: im2col and 1×1 convs stream through it.
+ * Panels are shared among threads. `work` holds threads × gemm_panel_floats(k) floats, or NULL. */
+#define GEMM_NC 256
+typedef void (*gemm_fill_b)(const void *arg, int j0, int nc, float *bp);
+size_t gemm_panel_floats(int k);
+void gemm_panels(int m, int n, int k, float alpha, const float *ap, gemm_fill_b fill, const void *arg, float beta,
+                 float *c, int ldc, const gemm_epilogue *e, float *work);
 
 tensor maxpool3x3s2(run_ctx *ctx, tensor in);
 tensor concat_channels(run_ctx *ctx, tensor a, tensor b);

@@ -8,8 +8,10 @@ static void fill(float *x, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) x[i] = test_rand(&seed);
 }
 
-static void check_conv(int cin, int cout, int k, int stride, int dil, int h, int w, int relu, int with_residual) {
-    conv2d c = {cout, cin, k, k, stride, dil * (k / 2), dil, relu, NULL, NULL, "test"};
+/* conv_fast against conv_reference; returns max|error| / (1 + max|ref|), the layer's scale. */
+static double conv_error(int cin, int cout, int k, int stride, int pad, int dil, int h, int w, int relu,
+                         int with_residual) {
+    conv2d c = {.cout = cout, .cin = cin, .kh = k, .kw = k, .stride = stride, .pad = pad, .dil = dil, .relu = relu, .name = "test"};
     c.w = malloc((size_t)cout * cin * k * k * sizeof(float));
     c.b = malloc((size_t)cout * sizeof(float));
     fill(c.w, (size_t)cout * cin * k * k, 1), fill(c.b, (size_t)cout, 2);
@@ -24,13 +26,21 @@ static void check_conv(int cin, int cout, int k, int stride, int dil, int h, int
     float *scratch = malloc((conv_scratch_floats(&c, in) + 1) * sizeof(float));
     conv_reference(&c, in, ref, with_residual ? &res : NULL);
     conv_fast(&c, in, got, with_residual ? &res : NULL, scratch);
-    double worst = 0;
+    double max_ref = 0, max_err = 0;
     for (size_t i = 0; i < tensor_numel(ref); i++) {
-        double e = fabs(ref.d[i] - got.d[i]) / (1.0 + fabs(ref.d[i]));
-        if (e > worst) worst = e;
+        max_ref = fmax(max_ref, fabs(ref.d[i]));
+        max_err = fmax(max_err, fabs(ref.d[i] - got.d[i]));
     }
-    ck_assert_msg(worst < 1e-4, "conv cin %d cout %d k %d s %d d %d %dx%d: error %g", cin, cout, k, stride, dil, h, w, worst);
-    free(c.w), free(c.b), free(in.d), free(ref.d), free(got.d), free(res.d), free(scratch);
+    double worst = max_err / (1.0 + max_ref);
+    conv_free(&c);
+    free(in.d), free(ref.d), free(got.d), free(res.d), free(scratch);
+    return worst;
+}
+
+static void check_conv(int cin, int cout, int k, int stride, int dil, int h, int w, int relu, int with_residual) {
+    double worst = conv_error(cin, cout, k, stride, dil * (k / 2), dil, h, w, relu, with_residual);
+    double tol = k == 3 && stride == 1 ? 5e-5 : 5e-6; /* Winograd runs 3×3 stride 1: ~10× the rounding */
+    ck_assert_msg(worst < tol, "conv cin %d cout %d k %d s %d d %d %dx%d: error %g", cin, cout, k, stride, dil, h, w, worst);
 }
 
 START_TEST(conv_sweep) {
@@ -52,6 +62,35 @@ START_TEST(conv_large_band) {
     /* Enough columns and input channels that the im2col works through several bands. */
     check_conv(70, 9, 3, 1, 2, 61, 67, 1, 1);
     check_conv(130, 11, 3, 1, 1, 45, 60, 0, 0);
+}
+END_TEST
+
+/* Winograd F(4×4, 3×3) (3×3 stride 1, any dilation and padding) against the direct reference. */
+START_TEST(winograd_sweep) {
+    static const int dils[] = {1, 2, 4};
+    static const int chans[][2] = {{3, 5}, {13, 7}, {16, 24}, {37, 19}, {70, 41}};
+    static const int sizes[][2] = {{1, 1}, {2, 3}, {5, 4}, {7, 9}, {17, 23}, {30, 33}};
+    double worst = 0;
+    int n = 0;
+    for (int wino = 1; wino >= 0; wino--) {
+        conv_set_winograd(wino);
+        for (size_t d = 0; d < 3; d++)
+            for (size_t ch = 0; ch < 5; ch++)
+                for (size_t s = 0; s < 6; s++, n++) {
+                    int pad = n % 5 == 4 ? 0 : dils[d]; /* mostly "same" padding, sometimes none */
+                    if (pad == 0 && (sizes[s][0] <= 2 * dils[d] || sizes[s][1] <= 2 * dils[d])) pad = dils[d];
+                    double e = conv_error(chans[ch][0], chans[ch][1], 3, 1, pad, dils[d], sizes[s][0], sizes[s][1],
+                                          n % 2, n % 3 == 0);
+                    ck_assert_msg(e < (wino ? 5e-5 : 5e-6), "winograd %d cin %d cout %d d %d pad %d %dx%d: error %g", wino,
+                                  chans[ch][0], chans[ch][1], dils[d], pad, sizes[s][0], sizes[s][1], e);
+                    if (wino && e > worst) worst = e;
+                }
+    }
+    fprintf(stderr, "winograd_sweep: worst error %.3g of 1 + max|ref|\n", worst);
+    conv_set_winograd(1);
+    /* Many tiles (several batches), wide channels. */
+    double e = conv_error(67, 45, 3, 1, 2, 2, 97, 131, 1, 1);
+    ck_assert_msg(e < 5e-5, "winograd large: error %g", e);
 }
 END_TEST
 
@@ -106,6 +145,7 @@ Suite *conv_suite(void) {
     tcase_set_timeout(t, 120);
     tcase_add_test(t, conv_sweep);
     tcase_add_test(t, conv_large_band);
+    tcase_add_test(t, winograd_sweep);
     tcase_add_test(t, gemm_sweep);
     tcase_add_test(t, resize_matches_pytorch_rule);
     tcase_add_test(t, adaptive_pool_overlapping_bins);

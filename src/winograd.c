@@ -1,0 +1,206 @@
+/* Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions, dilated ones included.
+ *
+ * A dilated conv (dilation d) is d×d undilated convs on the dilation-interleaved sub-grids, so a tile is
+ * 4×4 outputs spaced d apart (origin oy, ox) fed by 6×6 inputs spaced d apart from (oy − pad, ox − pad).
+ * Weights are transformed once (U = G g Gᵀ, 36 matrices cout × cin, packed as GEMM A operands). Tiles
+ * stream through in batches: input transform V = Bᵀ d B into 36 packed B operands (cin × batch), 36 GEMMs
+ * M = U·V, output transform Y = Aᵀ M A with bias, residual and ReLU fused. Every stage splits work among
+ * threads by whole output values, so the result does not depend on the thread count. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+#define WT 36
+#define LANES GEMM_NR
+#define BATCH_BYTES (12u << 20) /* V and M of one batch of tiles: about an L3's worth */
+
+int winograd_applies(const conv2d *c) { return c->kh == 3 && c->kw == 3 && c->stride == 1; }
+
+/* G (6×3) of F(4, 3) with interpolation points 0, ±1, ±2, ∞. */
+static const double G[6][3] = {{1. / 4, 0, 0},         {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
+                               {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
+
+float *winograd_transform_weights(const conv2d *c) {
+    size_t pa = gemm_packed_a_floats(c->cout, c->cin);
+    float *u = aligned_alloc(64, ((WT * pa + 16) * sizeof(float) + 63) / 64 * 64);
+    float *tmp = malloc((size_t)WT * c->cout * c->cin * sizeof(float));
+    if (!u || !tmp) {
+        free(u), free(tmp);
+        return NULL;
+    }
+    for (int o = 0; o < c->cout; o++)
+        for (int i = 0; i < c->cin; i++) {
+            const float *g = c->w + ((size_t)o * c->cin + i) * 9;
+            double t[6][3];
+            for (int r = 0; r < 6; r++)
+                for (int q = 0; q < 3; q++) t[r][q] = G[r][0] * g[q] + G[r][1] * g[3 + q] + G[r][2] * g[6 + q];
+            for (int r = 0; r < 6; r++)
+                for (int q = 0; q < 6; q++)
+                    tmp[((size_t)(r * 6 + q) * c->cout + o) * c->cin + i] =
+                        (float)(t[r][0] * G[q][0] + t[r][1] * G[q][1] + t[r][2] * G[q][2]);
+        }
+    for (int x = 0; x < WT; x++)
+        gemm_pack_a(0, c->cout, c->cin, tmp + (size_t)x * c->cout * c->cin, c->cin, u + (size_t)x * pa);
+    free(tmp);
+    return u;
+}
+
+static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
+    int d = c->dil, n = 0;
+    for (int ry = 0; ry < d && ry < oh; ry++)
+        for (int rx = 0; rx < d && rx < ow; rx++) {
+            int sh = (oh - ry + d - 1) / d, sw = (ow - rx + d - 1) / d;
+            for (int ty = 0; ty < sh; ty += 4)
+                for (int tx = 0; tx < sw; tx += 4, n++)
+                    if (origins) origins[2 * n] = ry + d * ty, origins[2 * n + 1] = rx + d * tx;
+        }
+    return n;
+}
+
+static int batch_tiles(const conv2d *c, int ntiles) {
+    size_t per_tile = (size_t)WT * (c->cin + c->cout) * sizeof(float);
+    int t = (int)(BATCH_BYTES / per_tile) / LANES * LANES;
+    if (t < 4 * LANES) t = 4 * LANES;
+    if (t > 32 * LANES) t = 32 * LANES;
+    int need = (ntiles + LANES - 1) / LANES * LANES;
+    return t < need ? t : need;
+}
+
+size_t winograd_scratch_floats(const conv2d *c, tensor in) {
+    int oh, ow;
+    conv_out_size(c, in.h, in.w, &oh, &ow);
+    int n = count_tiles(c, oh, ow, NULL), t = batch_tiles(c, n);
+    return (size_t)WT * t * (c->cin + c->cout) + 2 * (size_t)n + 64;
+}
+
+/* 16 tiles (one packed-B sliver) of one input channel → V[ξ][sliver][ch][lane]. */
+static void input_tiles(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride) {
+    float d[WT][LANES];
+    const float *src = in.d + (size_t)ch * in.h * in.w;
+    int dl = c->dil;
+    for (int l = 0; l < LANES; l++) {
+        if (l >= nt) {
+            for (int k = 0; k < WT; k++) d[k][l] = 0.f;
+            continue;
+        }
+        int iy0 = org[2 * l] - c->pad, ix0 = org[2 * l + 1] - c->pad;
+        if (iy0 >= 0 && ix0 >= 0 && iy0 + 5 * dl < in.h && ix0 + 5 * dl < in.w) {
+            for (int r = 0; r < 6; r++) {
+                const float *row = src + (size_t)(iy0 + r * dl) * in.w + ix0;
+                for (int q = 0; q < 6; q++) d[r * 6 + q][l] = row[q * dl];
+            }
+        } else {
+            for (int r = 0; r < 6; r++) {
+                int iy = iy0 + r * dl;
+                for (int q = 0; q < 6; q++) {
+                    int ix = ix0 + q * dl;
+                    d[r * 6 + q][l] = iy >= 0 && iy < in.h && ix >= 0 && ix < in.w ? src[(size_t)iy * in.w + ix] : 0.f;
+                }
+            }
+        }
+    }
+    float t[WT][LANES];
+    for (int q = 0; q < 6; q++) /* columns: t = Bᵀ d */
+        for (int l = 0; l < LANES; l++) {
+            float x0 = d[q][l], x1 = d[6 + q][l], x2 = d[12 + q][l], x3 = d[18 + q][l], x4 = d[24 + q][l],
+                  x5 = d[30 + q][l];
+            t[q][l] = 4.f * x0 - 5.f * x2 + x4;
+            t[6 + q][l] = -4.f * (x1 + x2) + x3 + x4;
+            t[12 + q][l] = 4.f * (x1 - x2) - x3 + x4;
+            t[18 + q][l] = 2.f * (x3 - x1) - x2 + x4;
+            t[24 + q][l] = 2.f * (x1 - x3) - x2 + x4;
+            t[30 + q][l] = 4.f * x1 - 5.f * x3 + x5;
+        }
+    for (int r = 0; r < 6; r++) { /* rows: V = t B */
+        float *o[6];
+        for (int q = 0; q < 6; q++) o[q] = v + (size_t)(r * 6 + q) * xi_stride;
+        for (int l = 0; l < LANES; l++) {
+            float x0 = t[r * 6][l], x1 = t[r * 6 + 1][l], x2 = t[r * 6 + 2][l], x3 = t[r * 6 + 3][l],
+                  x4 = t[r * 6 + 4][l], x5 = t[r * 6 + 5][l];
+            o[0][l] = 4.f * x0 - 5.f * x2 + x4;
+            o[1][l] = -4.f * (x1 + x2) + x3 + x4;
+            o[2][l] = 4.f * (x1 - x2) - x3 + x4;
+            o[3][l] = 2.f * (x3 - x1) - x2 + x4;
+            o[4][l] = 2.f * (x1 - x3) - x2 + x4;
+            o[5][l] = 4.f * x1 - 5.f * x3 + x5;
+        }
+    }
+}
+
+/* 16 tiles of output channel o: M[ξ][o][tiles] → Y = Aᵀ M A, + bias, + residual, ReLU. */
+static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, const int *org, int nt, const float *m,
+                         size_t xi_stride) {
+    float t[24][LANES];
+    for (int q = 0; q < 6; q++) /* columns: t = Aᵀ m (4 × 6) */
+        for (int l = 0; l < LANES; l++) {
+            float m0 = m[(size_t)q * xi_stride + l], m1 = m[(size_t)(6 + q) * xi_stride + l],
+                  m2 = m[(size_t)(12 + q) * xi_stride + l], m3 = m[(size_t)(18 + q) * xi_stride + l],
+                  m4 = m[(size_t)(24 + q) * xi_stride + l], m5 = m[(size_t)(30 + q) * xi_stride + l];
+            float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+            t[q][l] = m0 + s12 + s34;
+            t[6 + q][l] = d12 + 2.f * d34;
+            t[12 + q][l] = s12 + 4.f * s34;
+            t[18 + q][l] = d12 + 8.f * d34 + m5;
+        }
+    float y[16][LANES];
+    for (int r = 0; r < 4; r++)
+        for (int l = 0; l < LANES; l++) {
+            float m0 = t[r * 6][l], m1 = t[r * 6 + 1][l], m2 = t[r * 6 + 2][l], m3 = t[r * 6 + 3][l],
+                  m4 = t[r * 6 + 4][l], m5 = t[r * 6 + 5][l];
+            float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+            y[r * 4][l] = m0 + s12 + s34;
+            y[r * 4 + 1][l] = d12 + 2.f * d34;
+            y[r * 4 + 2][l] = s12 + 4.f * s34;
+            y[r * 4 + 3][l] = d12 + 8.f * d34 + m5;
+        }
+    size_t plane = tensor_plane(out);
+    float *dst = out.d + (size_t)o * plane;
+    const float *rs = res ? res->d + (size_t)o * plane : NULL;
+    float bias = c->b[o];
+    int dl = c->dil;
+    for (int l = 0; l < nt; l++) {
+        int oy = org[2 * l], ox = org[2 * l + 1];
+        for (int r = 0; r < 4; r++) {
+            int yy = oy + r * dl;
+            if (yy >= out.h) break;
+            for (int q = 0; q < 4; q++) {
+                int xx = ox + q * dl;
+                if (xx >= out.w) break;
+                size_t at = (size_t)yy * out.w + xx;
+                float v = y[r * 4 + q][l] + bias;
+                if (rs) v += rs[at];
+                dst[at] = c->relu ? (v > 0.f ? v : 0.f) : v;
+            }
+        }
+    }
+}
+
+void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
+    int n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n);
+    float *v = scratch, *m = v + (size_t)WT * T * c->cin;
+    int *org = (int *)(m + (size_t)WT * T * c->cout);
+    count_tiles(c, out.h, out.w, org);
+    size_t pa = gemm_packed_a_floats(c->cout, c->cin), vstride = (size_t)T * c->cin, mstride = (size_t)T * c->cout;
+#pragma omp parallel
+    for (int b0 = 0; b0 < n; b0 += T) {
+        int nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
+#pragma omp for schedule(static)
+        for (int job = 0; job < ns * c->cin; job++) {
+            int s = job / c->cin, ch = job % c->cin, t0 = s * LANES;
+            input_tiles(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                        v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
+        }
+#pragma omp for schedule(dynamic)
+        for (int x = 0; x < WT; x++)
+            gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
+                        m + (size_t)x * mstride, T, NULL, 0);
+#pragma omp for schedule(static)
+        for (int job = 0; job < ns * c->cout; job++) {
+            int s = job / c->cout, o = job % c->cout, t0 = s * LANES;
+            output_tiles(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                         m + (size_t)o * T + t0, mstride);
+        }
+    }
+}
