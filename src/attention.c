@@ -1,6 +1,8 @@
 #include "attention.h"
 
+#include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,20 +55,95 @@ void attend_reference(int d, int nq, int nk, int cv, const float *q, const float
 static int query_block(int nq, int nk) {
     int b = (int)(SCORE_BLOCK_FLOATS / (unsigned)(nk > 0 ? nk : 1));
     if (b < 16) b = 16;
+    b = b / GEMM_NR * GEMM_NR;
     return b > nq ? nq : b;
 }
 
-size_t attend_scratch_floats(int nq, int nk) { return (size_t)query_block(nq, nk) * nk; }
+/* e^x for x ≤ 0-ish arguments of a softmax: 2^n · p(r), r = x − n·ln 2, |r| ≤ ln 2 / 2, p the degree-6
+ * Taylor polynomial (relative error ~1e-7). Same code on every thread: deterministic. */
+static inline __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.f)), _mm256_set1_ps(-87.f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
 
+static inline float hsum256(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+static inline float hmax256(__m256 v) {
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+/* Row softmax in place, vectorised; the summation order depends on n only. */
+void softmax_row_fast(float *x, int n) {
+    int n8 = n / 8 * 8, i;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (i = 0; i < n8; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    float m = hmax256(vm);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    __m256 mm = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
+    for (i = 0; i < n8; i += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), mm));
+        _mm256_storeu_ps(x + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float sum = hsum256(vs);
+    if (i < n) {
+        _Alignas(32) float t[8] = {0};
+        int r = n - i;
+        for (int j = 0; j < 8; j++) t[j] = j < r ? x[i + j] - m : -INFINITY;
+        _mm256_store_ps(t, exp256(_mm256_load_ps(t)));
+        for (int j = 0; j < r; j++) sum += x[i + j] = t[j];
+    }
+    __m256 inv = _mm256_set1_ps(1.f / sum);
+    for (i = 0; i < n8; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= 1.f / sum;
+}
+
+#define PAD16(n) (((size_t)(n) + 15) / 16 * 16)
+
+size_t attend_scratch_floats(int d, int nq, int nk, int cv) {
+    int nb = query_block(nq, nk);
+    return PAD16(gemm_packed_b_floats(d, nk)) + PAD16(gemm_packed_a_floats(cv, nk)) +
+           PAD16(gemm_packed_a_floats(nb, d)) + PAD16((size_t)nb * nk) + PAD16(gemm_packed_b_floats(nk, nb)) + 16;
+}
+
+/* Per block of queries: scores = scale · qᵀk through the blocked GEMM, vectorised row softmax, then
+ * ctx = v · scoresᵀ. Keys and values are packed once. */
 void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
             float scale, float *out, int ldo, float *scratch) {
-    int block = query_block(nq, nk);
+    int block = query_block(nq, nk), par = !omp_in_parallel();
+    float *kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *vp = kp + PAD16(gemm_packed_b_floats(d, nk)), *qp = vp + PAD16(gemm_packed_a_floats(cv, nk));
+    float *s = qp + PAD16(gemm_packed_a_floats(block, d)), *sp = s + PAD16((size_t)block * nk);
+    gemm_pack_b(0, d, nk, k, ldk, kp);
+    gemm_pack_a(0, cv, nk, v, ldv, vp);
     for (int i0 = 0; i0 < nq; i0 += block) {
         int nb = nq - i0 < block ? nq - i0 : block;
-        gemm(1, 0, nb, nk, d, scale, q + i0, ldq, k, ldk, 0.f, scratch, nk);
-#pragma omp parallel for schedule(static) if (!omp_in_parallel())
-        for (int i = 0; i < nb; i++) softmax_inplace(scratch + (size_t)i * nk, nk);
-        gemm(0, 1, cv, nb, nk, 1.f, v, ldv, scratch, nk, 0.f, out + i0, ldo);
+        gemm_pack_a(1, nb, d, q + i0, ldq, qp);
+        gemm_packed(nb, nk, d, scale, qp, kp, 0.f, s, nk, NULL, par);
+#pragma omp parallel for schedule(static) if (par)
+        for (int i = 0; i < nb; i++) softmax_row_fast(s + (size_t)i * nk, nk);
+        gemm_pack_b(1, nk, nb, s, nk, sp);
+        gemm_packed(cv, nb, nk, 1.f, vp, sp, 0.f, out + i0, ldo, NULL, par);
     }
 }
 
@@ -101,14 +178,14 @@ static tensor pool_keys(run_ctx *ctx, const attention_block *a, tensor x) {
 
 static void attend_groups(run_ctx *ctx, const token_groups *g, tensor q, tensor k, tensor v, float scale, tensor out) {
     int threads = omp_get_max_threads(), n = g->size, d = q.c, cv = v.c;
-    size_t per_thread = (size_t)(2 * d + 2 * cv) * n + attend_scratch_floats(n, n);
+    size_t per_thread = PAD16((size_t)(2 * d + 2 * cv) * n) + attend_scratch_floats(d, n, n, cv);
     float *scratch = ctx_scratch(ctx, per_thread * (size_t)threads);
     if (!ctx->dry && !ctx->ar.failed) {
         size_t plane = tensor_plane(q);
 #pragma omp parallel for schedule(dynamic)
         for (int gi = 0; gi < g->n_groups; gi++) {
             float *qg = scratch + per_thread * (size_t)omp_get_thread_num(), *kg = qg + (size_t)d * n,
-                  *vg = kg + (size_t)d * n, *og = vg + (size_t)cv * n, *s = og + (size_t)cv * n;
+                  *vg = kg + (size_t)d * n, *og = vg + (size_t)cv * n, *s = qg + PAD16((size_t)(2 * d + 2 * cv) * n);
             const int *idx = g->index + (size_t)gi * n;
             for (int c = 0; c < d; c++)
                 for (int t = 0; t < n; t++) qg[c * n + t] = q.d[c * plane + idx[t]], kg[c * n + t] = k.d[c * plane + idx[t]];
@@ -145,7 +222,7 @@ tensor attention_forward(run_ctx *ctx, const attention_block *a, tensor query_fe
     if (groups) {
         attend_groups(ctx, groups, q, k, v, a->scale, context);
     } else {
-        float *scratch = ctx_scratch(ctx, attend_scratch_floats(nq, nk));
+        float *scratch = ctx_scratch(ctx, attend_scratch_floats(a->channels, nq, nk, v.c));
         if (!ctx->dry && !ctx->ar.failed) attend(a->channels, nq, nk, v.c, q.d, nq, k.d, nk, v.d, nk, a->scale, context.d, nq, scratch);
         ctx_release_ptr(ctx, scratch);
     }

@@ -40,8 +40,17 @@ tensor attention_forward(run_ctx *ctx, const attention_block *a, tensor query_fe
  * k [d × nk] channel-major. The fast version works through blocks of queries in `scratch`. */
 void attend_reference(int d, int nq, int nk, int cv, const float *q, const float *k, const float *v, float scale,
                       float *out);
-size_t attend_scratch_floats(int nq, int nk);
+size_t attend_scratch_floats(int d, int nq, int nk, int cv);
 void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
             float scale, float *out, int ldo, float *scratch);
+
+/* Row softmax in place, AVX2 (the fast twin of softmax_inplace). */
+void softmax_row_fast(float *x, int n);
+
+/* CCNet's criss-cross attention (src/head_ccnet.c): out = gamma · CCA(q, k, v) + x. The fast kernel works
+ * on position-major copies in `scratch` (criss_cross_scratch_floats); the reference is the plain loop. */
+size_t criss_cross_scratch_floats(int d, int c, int h, int w);
+void criss_cross(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out, float *scratch);
+void criss_cross_reference(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out);
 
 #endif

@@ -1,11 +1,13 @@
 /* CCNet (Huang et al., ICCV 2019): criss-cross attention applied `recurrence` times with the same weights
  * between the two FCN convs. Each pixel attends to its row and its column in one softmax, itself counted
  * once (in the row part) — SPEC §7. */
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "model.h"
 #include "util.h"
 
@@ -37,14 +39,12 @@ static void *ccnet_load(const head_cfg *cfg, weight_store *ws, sa_error *err) {
     return h;
 }
 
-/* out = gamma · criss-cross(q, k, v) + x, per output row so rows split across threads. `scratch` holds
- * H + W energies per thread. */
-void criss_cross(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out, float *scratch) {
+/* The reference: out = gamma · criss-cross(q, k, v) + x, straight from the definition. */
+void criss_cross_reference(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out) {
     int H = x.h, W = x.w, d = q.c, C = v.c;
     size_t plane = (size_t)H * W;
-#pragma omp parallel for schedule(static)
-    for (int y = 0; y < H; y++) {
-        float *e = scratch + (size_t)omp_get_thread_num() * (H + W);
+    float *e = malloc((size_t)(H + W) * sizeof *e);
+    for (int y = 0; y < H; y++)
         for (int xx = 0; xx < W; xx++) {
             size_t p = (size_t)y * W + xx;
             float m = -INFINITY;
@@ -70,6 +70,77 @@ void criss_cross(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out
                 out.d[c * plane + p] = gamma * (acc * inv) + x.d[c * plane + p];
             }
         }
+    free(e);
+}
+
+size_t criss_cross_scratch_floats(int d, int c, int h, int w) {
+    return (size_t)h * w * (2 * d + c) + (size_t)omp_get_max_threads() * (h + w + 16 + (size_t)w * c) + 64;
+}
+
+static inline float dot(const float *a, const float *b, int n) {
+    int i = 0;
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    float r = _mm_cvtss_f32(s);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+/* o[0..n) += w · src[0..n), n ≤ 64 lanes at a time by the caller. */
+static inline void axpy(float *o, float w, const float *src, int n) {
+    int i = 0;
+    __m256 vw = _mm256_set1_ps(w);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(src + i), _mm256_loadu_ps(o + i)));
+    for (; i < n; i++) o[i] += w * src[i];
+}
+
+/* Fast: q, k, v copied position-major so that every energy is one contiguous d-vector dot product and the
+ * aggregation adds contiguous C-vectors; rows of the output split across threads, each pixel's sums in a
+ * fixed order, so the result does not depend on the thread count. */
+void criss_cross(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out, float *scratch) {
+    int H = x.h, W = x.w, d = q.c, C = v.c;
+    size_t plane = (size_t)H * W;
+    float *qt = scratch, *kt = qt + plane * d, *vt = kt + plane * d, *thr = vt + plane * C;
+#pragma omp parallel for schedule(static)
+    for (int y = 0; y < H; y++) {
+        for (int c = 0; c < d; c++)
+            for (int xx = 0; xx < W; xx++) {
+                size_t p = (size_t)y * W + xx;
+                qt[p * d + c] = q.d[c * plane + p], kt[p * d + c] = k.d[c * plane + p];
+            }
+        for (int c = 0; c < C; c++)
+            for (int xx = 0; xx < W; xx++) {
+                size_t p = (size_t)y * W + xx;
+                vt[p * C + c] = v.d[c * plane + p];
+            }
+    }
+#pragma omp parallel for schedule(static)
+    for (int y = 0; y < H; y++) {
+        float *e = thr + (size_t)omp_get_thread_num() * (H + W + 16 + (size_t)W * C), *acc = e + H + W + 16;
+        for (int xx = 0; xx < W; xx++) {
+            size_t p = (size_t)y * W + xx;
+            const float *qp = qt + p * d;
+            for (int i = 0; i < H; i++) e[i] = dot(qp, kt + ((size_t)i * W + xx) * d, d);
+            for (int j = 0; j < W; j++) e[H + j] = dot(qp, kt + ((size_t)y * W + j) * d, d);
+            e[y] = -INFINITY; /* the pixel itself is counted once, in its row */
+            softmax_row_fast(e, H + W);
+            float *o = acc + (size_t)xx * C;
+            for (int c0 = 0; c0 < C; c0 += 64) {
+                int n = C - c0 < 64 ? C - c0 : 64;
+                memset(o + c0, 0, (size_t)n * sizeof(float));
+                for (int i = 0; i < H; i++)
+                    if (i != y) axpy(o + c0, e[i], vt + ((size_t)i * W + xx) * C + c0, n);
+                for (int j = 0; j < W; j++) axpy(o + c0, e[H + j], vt + ((size_t)y * W + j) * C + c0, n);
+            }
+        }
+        for (int c = 0; c < C; c++)
+            for (int xx = 0; xx < W; xx++) {
+                size_t p = (size_t)c * plane + (size_t)y * W + xx;
+                out.d[p] = gamma * acc[(size_t)xx * C + c] + x.d[p];
+            }
     }
 }
 
@@ -77,7 +148,7 @@ static tensor cca_once(run_ctx *ctx, const ccnet_head *h, tensor x) {
     tensor q = conv_forward(ctx, &h->query, x, NULL), k = conv_forward(ctx, &h->key, x, NULL);
     tensor v = conv_forward(ctx, &h->value, x, NULL);
     tensor out = ctx_tensor(ctx, x.c, x.h, x.w);
-    float *scratch = ctx_scratch(ctx, (size_t)omp_get_max_threads() * (x.h + x.w));
+    float *scratch = ctx_scratch(ctx, criss_cross_scratch_floats(q.c, v.c, x.h, x.w));
     int id = ctx_log(ctx, "decode_head.cca", x, out, (double)x.h * x.w * (x.h + x.w) * (q.c + v.c), 0);
     if (!ctx->dry && !ctx->ar.failed) {
         double t0 = wall_seconds();
