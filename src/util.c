@@ -38,8 +38,10 @@ int atomic_open(atomic_out *o, const char *path, sa_error *err) {
 
 int atomic_commit(atomic_out *o, sa_error *err) {
     int bad = ferror(o->f);
-    int e = errno;
+    int e = bad && errno ? errno : EIO;
     if (fflush(o->f) != 0) bad = 1, e = errno;
+    /* On disk before it gets its name: a crash after the rename leaves the whole file, not an empty one. */
+    if (!bad && fsync(fileno(o->f)) != 0 && errno != EINVAL && errno != EROFS) bad = 1, e = errno;
     if (fclose(o->f) != 0) bad = 1, e = errno;
     o->f = NULL;
     if (bad) {

@@ -185,7 +185,6 @@ START_TEST(hostile_weights) {
 END_TEST
 
 START_TEST(weights_truncated_and_empty) {
-    char *err;
     write_bytes(at("short.safetensors"), "\x10\0\0", 3);
     write_bytes(at("empty.safetensors"), "", 0);
     char want[600];
@@ -308,7 +307,7 @@ START_TEST(json_deep_nesting_and_garbage) {
     write_text(at("empty.json"), "");
     write_text(at("array.json"), "[1, 2]");
     write_bytes(at("nul.json"), "{\"a\"\0: 1}", 9); /* cJSON alone would take the NUL for a space */
-    char want[600], *err;
+    char want[600];
     const char *names[] = {"deep.json", "empty.json"};
     for (int i = 0; i < 2; i++) {
         snprintf(want, sizeof want, "%s: invalid JSON near byte", at(names[i]));
