@@ -23,7 +23,7 @@ static const char *USAGE =
     "Run 'segattn <command> --help' for the options of each command.\n"
     "\n"
     "exit codes: 0 success, 2 usage, 3 input (image, list, dataset), 4 model (config or weights),\n"
-    "            5 output (cannot write), 6 internal (out of memory)\n";
+    "            5 output (cannot write), 6 internal (out of memory), 130 interrupted (run again to resume)\n";
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
