@@ -47,7 +47,7 @@ static const char *BENCH_HELP =
     "  -c, --config FILE     model JSON (default: the shipped CamVid CCNet model)\n"
     "  -w, --weights FILE    weights (default: the config's \"weights\" list)\n"
     "      --size HxW        input height x width (default 360x480)\n"
-    "  -r, --runs N          timed runs (default 5)\n"
+    "  -r, --runs N          timed runs (default 5; 3 with --module / --all)\n"
     "  -t, --threads N       threads (default: all cores)\n"
     "      --profile         one line per layer: time, shape in -> out, GFLOP/s\n"
     "      --random-weights  random weights instead of weight files\n"
@@ -235,6 +235,16 @@ static void module_line(const model_opts *o, const module_stats *st, const char 
 /* bench --module NAME / --all: bare context modules (module_bench.c). */
 static int bench_modules(model_opts *o) {
     if (!o->runs_given) o->runs = 3;
+    if (o->module) {
+        int known = 0;
+        for (int i = 0; i < N_MODULES; i++) known |= strcmp(o->module, MODULES[i].name) == 0;
+        if (!known) {
+            fprintf(stderr, "segattn: error: --module: unknown module '%s' (one of:", o->module);
+            for (int i = 0; i < N_MODULES; i++) fprintf(stderr, " %s", MODULES[i].name);
+            fprintf(stderr, ")\n");
+            return SA_EXIT_USAGE;
+        }
+    }
     if (!o->json) {
         printf("input 1x%dx%dx%d, %d threads, %d timed runs after one warm-up (median); random weights\n", o->in_c,
                o->in_h, o->in_w, o->threads > 0 ? o->threads : omp_get_max_threads(), o->runs);
@@ -265,16 +275,6 @@ static int bench_modules(model_opts *o) {
             printf("\n");
         }
         module_stats_free(&st);
-    }
-    if (o->module) {
-        int known = 0;
-        for (int i = 0; i < N_MODULES; i++) known |= strcmp(o->module, MODULES[i].name) == 0;
-        if (!known) {
-            fprintf(stderr, "segattn: error: --module: unknown module '%s' (one of:", o->module);
-            for (int i = 0; i < N_MODULES; i++) fprintf(stderr, " %s", MODULES[i].name);
-            fprintf(stderr, ")\n");
-            return SA_EXIT_USAGE;
-        }
     }
     return 0;
 }

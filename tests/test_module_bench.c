@@ -22,7 +22,7 @@ START_TEST(nonlocal_macs_as_the_papers_count) {
     ck_assert_double_eq(st.macs, 4 * N * C * C + 2 * N * N * C);
     ck_assert(fabs(st.macs / 292e9 - 1) < 0.05);
     ck_assert_double_eq(st.params, 4 * (C * C + C)); /* weights + (folded) biases */
-    ck_assert(st.arena_bytes - st.input_bytes < 0.25 * N * N * 4); /* never the N×N map */
+    ck_assert(st.arena_bytes - st.input_bytes < 0.5 * N * N * 4); /* never the N×N map (1 GiB here) */
     module_stats_free(&st);
     st = count("nonlocal_r2", 512, 128, 128);
     ck_assert_double_eq(st.macs, 4 * N * C * C / 2 + 2 * N * N * C / 2);
