@@ -416,7 +416,7 @@ def extract_state_dict(obj, source):
 
 
 EANET_MAP = [  # official EANet (MenghaoGuo/EANet model_torch.py) -> segattn's mmseg-style names (SPEC §14.3/14.5)
-    (r"extractor\.0\.([0-8])\.(.*)", "backbone.stem.{0}.{1}"),
+    (r"extractor\.0\.([0-6])\.(.*)", "backbone.stem.{0}.{1}"),  # conv, BN, ReLU, conv, BN, ReLU, conv
     (r"extractor\.1\.(.*)", "backbone.stem.7.{0}"),
     (r"extractor\.4\.(.*)", "backbone.layer1.{0}"),
     (r"extractor\.5\.(.*)", "backbone.layer2.{0}"),
@@ -439,11 +439,7 @@ def rename_eanet(sd):
         for pat, repl in EANET_MAP:
             m = re.fullmatch(pat, k)
             if m:
-                name = repl.format(*m.groups())
-                if name.startswith("backbone.stem.7.") and not k.startswith("extractor.1."):
-                    m = None  # extractor.0.7 would be the ReLU's slot; it has no tensors
-                    continue
-                out[name] = v
+                out[repl.format(*m.groups())] = v
                 break
         else:
             unknown.append(k)
