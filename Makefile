@@ -1,9 +1,8 @@
 # segattn — `make` builds ./segattn; `make test` runs the Check suites and the end-to-end parity tests.
 CC      ?= gcc
 CFLAGS  ?= -O3 -march=x86-64-v3 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -Isrc \
-           -I/usr/include/x86_64-linux-gnu/openblas-openmp
-LDLIBS  += -lcjson -lstb -lopenblas -lm -fopenmp
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -Isrc
+LDLIBS  += -lcjson -lstb -lm -fopenmp
 CHECK_LIBS = $(shell pkg-config --libs check)
 
 # The library is every src/*.c except the command line (main.c, cli_*.c, cmd_*.c).

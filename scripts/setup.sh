@@ -8,7 +8,6 @@ SUDO=""
 PACKAGES=(
   build-essential pkg-config       # gcc with OpenMP, make
   libstb-dev libcjson-dev          # image I/O, JSON
-  libopenblas-openmp-dev           # BLAS (OpenMP build)
   check                            # unit-test framework
   python3-numpy python3-torch      # converter tests (build models with PyTorch, convert without it)
   parallel                         # shard + merge test of `segattn eval`

@@ -114,7 +114,7 @@ static void conv_prepare(const conv2d *cc) {
         c->wino = winograd_transform_weights(c);
     } else {
         int k = c->cin * c->kh * c->kw;
-        c->packed = aligned_alloc(64, ((gemm_packed_a_floats(c->cout, k) + 16) * sizeof(float) + 63) / 64 * 64);
+        c->packed = gemm_alloc(gemm_packed_a_floats(c->cout, k) + 16);
         if (c->packed) gemm_pack_a(0, c->cout, k, c->w, k, c->packed);
     }
     if (!c->packed && !c->wino) abort();

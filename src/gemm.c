@@ -8,6 +8,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "ops.h"
 
@@ -16,6 +17,17 @@
 #define KC 256    /* K block: a 6×KC A sliver (6 KiB) and a KC×16 B sliver (16 KiB) stay in L1 */
 #define MB_MAX 16 /* A slivers per task (96 rows, ≤ 96 KiB of A in L2 per K block) */
 #define NB_MAX 8  /* B slivers per task (128 columns) */
+
+float *gemm_alloc(size_t floats) {
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    if (bytes < (4u << 20)) return aligned_alloc(64, bytes ? bytes : 64);
+    /* Big packed weights: 2 MiB pages where the kernel allows them, so that first touch costs 1/512 of the
+     * page faults. */
+    bytes = (bytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+    float *p = aligned_alloc(2u << 20, bytes);
+    if (p) madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
 
 size_t gemm_packed_a_floats(int m, int k) { return (size_t)((m + MR - 1) / MR) * MR * (size_t)k; }
 size_t gemm_packed_b_floats(int k, int n) { return (size_t)((n + NR - 1) / NR) * NR * (size_t)k; }

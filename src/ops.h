@@ -66,6 +66,8 @@ typedef struct {
     const float *bias, *res;
     int ldr, relu;
 } gemm_epilogue;
+/* 64-byte aligned floats for packed operands (huge pages for big ones); release with free(). */
+float *gemm_alloc(size_t floats);
 size_t gemm_packed_a_floats(int m, int k);
 size_t gemm_packed_b_floats(int k, int n);
 void gemm_pack_a(int trans, int m, int k, const float *a, int lda, float *ap);

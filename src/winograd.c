@@ -14,7 +14,7 @@
 
 #define WT 36
 #define LANES GEMM_NR
-#define BATCH_BYTES (12u << 20) /* V and M of one batch of tiles: about an L3's worth */
+#define BATCH_BYTES (6u << 20) /* V and M of one thread's batch of tiles */
 
 int winograd_applies(const conv2d *c) { return c->kh == 3 && c->kw == 3 && c->stride == 1; }
 
@@ -22,15 +22,17 @@ int winograd_applies(const conv2d *c) { return c->kh == 3 && c->kw == 3 && c->st
 static const double G[6][3] = {{1. / 4, 0, 0},         {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
                                {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
 
+/* Stride between the 36 packed matrices: one cache line more than their size, so that the 36 streams of
+ * the weight transform (and of the GEMMs) do not all fall into the same cache sets. */
+static size_t xi_stride(const conv2d *c) { return gemm_packed_a_floats(c->cout, c->cin) + 16; }
+
 float *winograd_transform_weights(const conv2d *c) {
-    size_t pa = gemm_packed_a_floats(c->cout, c->cin);
-    float *u = aligned_alloc(64, ((WT * pa + 16) * sizeof(float) + 63) / 64 * 64);
-    float *tmp = malloc((size_t)WT * c->cout * c->cin * sizeof(float));
-    if (!u || !tmp) {
-        free(u), free(tmp);
-        return NULL;
-    }
-    for (int o = 0; o < c->cout; o++)
+    size_t xs = xi_stride(c);
+    float *u = gemm_alloc(WT * xs);
+    if (!u) return NULL;
+    memset(u, 0, WT * xs * sizeof(float));
+    for (int o = 0; o < c->cout; o++) {
+        float *dst = u + (size_t)(o / GEMM_MR) * GEMM_MR * c->cin + o % GEMM_MR; /* packed A: sliver, row */
         for (int i = 0; i < c->cin; i++) {
             const float *g = c->w + ((size_t)o * c->cin + i) * 9;
             double t[6][3];
@@ -38,12 +40,10 @@ float *winograd_transform_weights(const conv2d *c) {
                 for (int q = 0; q < 3; q++) t[r][q] = G[r][0] * g[q] + G[r][1] * g[3 + q] + G[r][2] * g[6 + q];
             for (int r = 0; r < 6; r++)
                 for (int q = 0; q < 6; q++)
-                    tmp[((size_t)(r * 6 + q) * c->cout + o) * c->cin + i] =
+                    dst[(size_t)(r * 6 + q) * xs + (size_t)i * GEMM_MR] =
                         (float)(t[r][0] * G[q][0] + t[r][1] * G[q][1] + t[r][2] * G[q][2]);
         }
-    for (int x = 0; x < WT; x++)
-        gemm_pack_a(0, c->cout, c->cin, tmp + (size_t)x * c->cout * c->cin, c->cin, u + (size_t)x * pa);
-    free(tmp);
+    }
     return u;
 }
 
@@ -59,20 +59,38 @@ static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
     return n;
 }
 
-static int batch_tiles(const conv2d *c, int ntiles) {
+/* Two schedules. Small weights (U under 8 MiB): every thread takes whole batches of tiles in its own
+ * buffers, no barrier inside the conv. Big weights (the dilated 256/512-channel stages, few tiles): all
+ * threads share one big batch, split by ξ for the GEMMs, so that U streams from memory once per batch. */
+#define SHARED_U_BYTES (8u << 20)
+#define SHARED_BATCH_BYTES (24u << 20)
+
+static int shared_schedule(const conv2d *c) { return (size_t)WT * c->cin * c->cout * sizeof(float) > SHARED_U_BYTES; }
+
+/* Tiles per batch: within the budget, and for per-thread batches at least two per thread where there are
+ * enough tiles, so that a thread held up elsewhere does not hold up the conv. */
+static int batch_tiles(const conv2d *c, int ntiles, int threads) {
     size_t per_tile = (size_t)WT * (c->cin + c->cout) * sizeof(float);
-    int t = (int)(BATCH_BYTES / per_tile) / LANES * LANES;
-    if (t < 4 * LANES) t = 4 * LANES;
+    int shared = shared_schedule(c);
+    int t = (int)((shared ? SHARED_BATCH_BYTES : BATCH_BYTES) / per_tile) / LANES * LANES;
+    if (!shared) {
+        int share = (ntiles + 2 * threads - 1) / (2 * threads);
+        share = (share + LANES - 1) / LANES * LANES;
+        if (t > share) t = share;
+    }
+    if (t < 2 * LANES) t = 2 * LANES;
     if (t > 32 * LANES) t = 32 * LANES;
     int need = (ntiles + LANES - 1) / LANES * LANES;
     return t < need ? t : need;
 }
 
+static size_t thread_floats(const conv2d *c, int T) { return (size_t)WT * ((size_t)T * (c->cin + c->cout) + 32) + 16; }
+
 size_t winograd_scratch_floats(const conv2d *c, tensor in) {
-    int oh, ow;
+    int oh, ow, threads = omp_get_max_threads();
     conv_out_size(c, in.h, in.w, &oh, &ow);
-    int n = count_tiles(c, oh, ow, NULL), t = batch_tiles(c, n);
-    return (size_t)WT * t * (c->cin + c->cout) + 2 * (size_t)n + 64;
+    int n = count_tiles(c, oh, ow, NULL), t = batch_tiles(c, n, threads);
+    return thread_floats(c, t) * (shared_schedule(c) ? 1 : threads) + 2 * (size_t)n + 64;
 }
 
 /* 16 tiles (one packed-B sliver) of one input channel → V[ξ][sliver][ch][lane]. */
@@ -177,16 +195,14 @@ static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, 
     }
 }
 
-void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
-    int n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n);
-    float *v = scratch, *m = v + (size_t)WT * T * c->cin;
-    int *org = (int *)(m + (size_t)WT * T * c->cout);
-    count_tiles(c, out.h, out.w, org);
-    size_t pa = gemm_packed_a_floats(c->cout, c->cin), vstride = (size_t)T * c->cin, mstride = (size_t)T * c->cout;
+static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual,
+                            float *scratch, const int *org, int n, int T) {
+    size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16;
+    float *v = scratch, *m = v + (size_t)WT * vstride;
 #pragma omp parallel
     for (int b0 = 0; b0 < n; b0 += T) {
         int nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int job = 0; job < ns * c->cin; job++) {
             int s = job / c->cin, ch = job % c->cin, t0 = s * LANES;
             input_tiles(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
@@ -196,11 +212,46 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
         for (int x = 0; x < WT; x++)
             gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
                         m + (size_t)x * mstride, T, NULL, 0);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int job = 0; job < ns * c->cout; job++) {
             int s = job / c->cout, o = job % c->cout, t0 = s * LANES;
             output_tiles(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                          m + (size_t)o * T + t0, mstride);
+        }
+    }
+}
+
+/* Per-thread schedule: each thread takes whole batches of tiles (input transform, 36 GEMMs, output
+ * transform) in its own buffers. */
+void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
+    int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n, threads);
+    int shared = shared_schedule(c);
+    int *org = (int *)(scratch + thread_floats(c, T) * (shared ? 1 : threads));
+    count_tiles(c, out.h, out.w, org);
+    if (shared) {
+        winograd_shared(c, u, in, out, residual, scratch, org, n, T);
+        return;
+    }
+    size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16; /* off the 4 KiB grid */
+    int batches = (n + T - 1) / T;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bi = 0; bi < batches; bi++) {
+        float *v = scratch + thread_floats(c, T) * omp_get_thread_num(), *m = v + (size_t)WT * vstride;
+        int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
+        for (int s = 0; s < ns; s++) {
+            int t0 = s * LANES;
+            for (int ch = 0; ch < c->cin; ch++)
+                input_tiles(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                            v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
+        }
+        for (int x = 0; x < WT; x++)
+            gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
+                        m + (size_t)x * mstride, T, NULL, 0);
+        for (int s = 0; s < ns; s++) {
+            int t0 = s * LANES;
+            for (int o = 0; o < c->cout; o++)
+                output_tiles(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                             m + (size_t)o * T + t0, mstride);
         }
     }
 }

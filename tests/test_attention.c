@@ -104,20 +104,22 @@ static void run_gemm(float *c) {
     free(a), free(b);
 }
 
-static void run_conv(float *out, int k, int stride, int dil) {
-    conv2d c = {.cout = 40, .cin = 33, .kh = k, .kw = k, .stride = stride, .pad = dil * (k / 2), .dil = dil,
+static void run_conv_ch(float *out, int k, int stride, int dil, int cin, int cout) {
+    conv2d c = {.cout = cout, .cin = cin, .kh = k, .kw = k, .stride = stride, .pad = dil * (k / 2), .dil = dil,
                 .relu = 1, .name = "t"};
-    c.w = rand_buf((size_t)40 * 33 * k * k, 41, 0.2f), c.b = rand_buf(40, 42, 1.f);
-    tensor in = {33, 61, 77, rand_buf((size_t)33 * 61 * 77, 43, 1.f)};
+    c.w = rand_buf((size_t)cout * cin * k * k, 41, 0.2f), c.b = rand_buf(cout, 42, 1.f);
+    tensor in = {cin, 61, 77, rand_buf((size_t)cin * 61 * 77, 43, 1.f)};
     int oh, ow;
     conv_out_size(&c, in.h, in.w, &oh, &ow);
-    tensor o = {40, oh, ow, out};
-    tensor res = {40, oh, ow, rand_buf((size_t)40 * oh * ow, 44, 1.f)};
+    tensor o = {cout, oh, ow, out};
+    tensor res = {cout, oh, ow, rand_buf((size_t)cout * oh * ow, 44, 1.f)};
     float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float)); /* sized for the current threads */
     conv_fast(&c, in, o, &res, scratch);
     free(scratch), free(in.d), free(res.d);
     conv_free(&c);
 }
+static void run_conv(float *out, int k, int stride, int dil) { run_conv_ch(out, k, stride, dil, 33, 40); }
+static void run_conv_wino_shared(float *out) { run_conv_ch(out, 3, 1, 4, 256, 264); } /* U > 8 MiB */
 static void run_conv_wino(float *out) { run_conv(out, 3, 1, 2); }
 static void run_conv_im2col(float *out) { run_conv(out, 3, 2, 1); }
 static void run_conv_1x1(float *out) { run_conv(out, 1, 1, 1); }
@@ -141,6 +143,7 @@ static void run_cc(float *out) {
 START_TEST(kernels_thread_count_invariant) {
     same_bits(run_gemm, 300 * 701, "gemm");
     same_bits(run_conv_wino, 40 * 61 * 77, "winograd conv");
+    same_bits(run_conv_wino_shared, 264 * 61 * 77, "winograd conv, shared schedule");
     same_bits(run_conv_im2col, 40 * 31 * 39, "im2col conv");
     same_bits(run_conv_1x1, 40 * 61 * 77, "1x1 conv");
     same_bits(run_attend, 48 * 900, "attend");

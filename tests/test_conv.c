@@ -91,6 +91,9 @@ START_TEST(winograd_sweep) {
     /* Many tiles (several batches), wide channels. */
     double e = conv_error(67, 45, 3, 1, 2, 2, 97, 131, 1, 1);
     ck_assert_msg(e < 5e-5, "winograd large: error %g", e);
+    /* Weights big enough for the shared schedule (36·cin·cout floats over 8 MiB). */
+    e = conv_error(250, 270, 3, 1, 2, 2, 13, 11, 0, 1);
+    ck_assert_msg(e < 5e-5, "winograd shared schedule: error %g", e);
 }
 END_TEST
 
