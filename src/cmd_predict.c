@@ -48,7 +48,7 @@ const char *const INFER_HELP =
     "      --stride H,W      slide stride (default: the config's test_cfg stride)\n"
     "      --scale L,S       resize (keeping the aspect ratio) into a long x short box first, as mmseg's\n"
     "                        test Resize (e.g. 2048,1024 for Cityscapes, 2048,512 for VOC); logits are\n"
-    "                        resized back to the image\n"
+    "                        resized back to the image (default: the config's \"test_scale\"; 'none' to skip)\n"
     "      --tta scales=R,R,...  test-time augmentation: run at each ratio of the image (or of --scale)\n"
     "                        and average the softmax (e.g. scales=0.5,0.75,1,1.25,1.5,1.75)\n"
     "      --flip            test-time augmentation: also run each scale mirrored\n";
@@ -74,6 +74,10 @@ int parse_infer_option(int opt, const char *arg, sa_run_opts *ro) {
     case OPT_STRIDE:
     case OPT_SCALE: {
         int *dst = opt == OPT_CROP ? ro->crop : opt == OPT_STRIDE ? ro->stride : ro->scale;
+        if (opt == OPT_SCALE && strcmp(arg, "none") == 0) { /* overrides a config's test_scale */
+            ro->scale[0] = ro->scale[1] = -1;
+            return 1;
+        }
         if (!parse_pair(arg, &dst[0], &dst[1])) {
             fprintf(stderr, "segattn: error: --%s: '%s' is not H,W (or N) with sides in [1, 65536]\n",
                     opt == OPT_CROP ? "crop" : opt == OPT_STRIDE ? "stride" : "scale", arg);

@@ -298,7 +298,7 @@ int config_parse(const char *text, size_t len, const char *path, model_cfg *cfg,
         return sa_fail(err, SA_EXIT_MODEL, "%s: invalid JSON near byte %ld", path, off);
     }
     static const float mean[3] = {123.675f, 116.28f, 103.53f}, std[3] = {58.395f, 57.12f, 57.375f};
-    int code;
+    int code, n_scale;
     if (!cJSON_IsObject(root)) code = bad(&p, "(top level)", "must be an object");
     else if ((code = parse_backbone(&p, cJSON_GetObjectItemCaseSensitive(root, "backbone"), &cfg->backbone))) ;
     else if ((code = parse_head(&p, cJSON_GetObjectItemCaseSensitive(root, "decode_head"), &cfg->backbone, &cfg->head))) ;
@@ -311,6 +311,8 @@ int config_parse(const char *text, size_t len, const char *path, model_cfg *cfg,
     else if ((code = parse_palette(&p, root, cfg))) ;
     else if ((code = get_int(&p, root, "", "ignore_index", 0, -1, -1, 255, &cfg->ignore_index))) ;
     else if ((code = parse_test_cfg(&p, root, cfg))) ;
+    else if (cJSON_GetObjectItemCaseSensitive(root, "test_scale") &&
+             (code = get_ints(&p, root, "", "test_scale", 0, 2, 2, 1, 1 << 15, NULL, 0, cfg->test_scale, &n_scale))) ;
     else if (cfg->n_classes && cfg->n_classes != cfg->head.num_classes)
         code = bad(&p, "classes", "count differs from decode_head.num_classes");
     else if (cfg->n_palette && cfg->n_palette < cfg->head.num_classes)

@@ -55,6 +55,7 @@ typedef struct {
     int ignore_index;       /* -1: none */
     /* test-time defaults ("test_cfg"): mode 0 whole, 1 slide */
     int slide, crop[2], stride[2];
+    int test_scale[2];      /* "test_scale": mmseg's test Resize (long, short), keep ratio; 0: none */
 } model_cfg;
 
 int config_load(const char *path, model_cfg *cfg, sa_error *err);

@@ -144,6 +144,15 @@ int sa_predict(sa_model *m, const sa_image *img, const sa_run_opts *opts, sa_lab
         omp_set_num_threads(opts->threads);
         gemm_set_threads(opts->threads);
     }
+    /* The config's test scale applies unless the caller chose one, or none (negative sides). */
+    sa_run_opts scaled, defaults = {0};
+    if (!opts) opts = &defaults;
+    if ((opts->scale[0] < 0 || (opts->scale[0] == 0 && m->cfg.test_scale[0] > 0))) {
+        scaled = *opts;
+        scaled.scale[0] = opts->scale[0] < 0 ? 0 : m->cfg.test_scale[0];
+        scaled.scale[1] = opts->scale[0] < 0 ? 0 : m->cfg.test_scale[1];
+        opts = &scaled;
+    }
     if (!infer_is_plain(m, opts)) return infer_predict(m, img, opts, out, logits, err);
     tensor lg;
     int code = model_forward(m, img, &lg, err);
