@@ -60,7 +60,7 @@ record() { echo "$1" >> "$RESULTS"; }   # one JSON object per line
 # --- peers -------------------------------------------------------------------------------------------------
 TORCH_OK=0 ORT_OK=0 TORCH_WHY= ORT_WHY=
 if [ ! -d "$REF" ]; then
-    TORCH_WHY="../shared/reference not present"; ORT_WHY=$TORCH_WHY
+    TORCH_WHY="$REF not present"; ORT_WHY=$TORCH_WHY
 else
     if [ ! -x $PY ] || ! $PY -c 'import torch' 2>/dev/null; then TORCH_WHY="torch not installed for $PY"
     else TORCH_OK=1; TORCH_VER=$($PY -c 'import torch; print(torch.__version__)'); fi
@@ -82,6 +82,8 @@ else
 fi
 [ $TORCH_OK = 1 ] && note "peer PyTorch $TORCH_VER" || note "peer PyTorch unavailable: $TORCH_WHY"
 [ $ORT_OK = 1 ] && note "peer ONNX Runtime $ORT_VER" || note "peer ONNX Runtime unavailable: $ORT_WHY"
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- FMA peak ----------------------------------------------------------------------------------------------
 PEAK=
@@ -134,6 +136,11 @@ for row in ${ROWS//,/ }; do
     esac
 done
 
+# The peak again after the runs: the machine may have been busier at the start; the higher one counts.
+if [ -x "$WORK/fma_peak" ]; then
+    PEAK=$("$WORK/fma_peak" "$THREADS" | $PY -c 'import json,sys; p=json.load(sys.stdin)["fma_peak_gflops"]; print(max(p, float(sys.argv[1])))' "$PEAK")
+fi
+
 # --- report ------------------------------------------------------------------------------------------------
 CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 CORES=$(nproc)
@@ -142,9 +149,9 @@ CMD="scripts/bench.sh"
 [ $QUICK = 1 ] && CMD="$CMD --quick"
 CMD="$CMD --heads $HEADS --runs $RUNS --threads $THREADS --rows $ROWS"
 REPORT=$($PY - "$RESULTS" "$PEAK" "$CPU" "$CORES" "$THREADS" "$RUNS" "$COMMIT" "$CMD" \
-    "${TORCH_VER:-unavailable: $TORCH_WHY}" "${ORT_VER:-unavailable: $ORT_WHY}" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+    "${TORCH_VER:-unavailable: $TORCH_WHY}" "${ORT_VER:-unavailable: $ORT_WHY}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$LOAD0" <<'EOF'
 import json, sys
-path, peak, cpu, cores, threads, runs, commit, cmd, torch_v, ort_v, load = sys.argv[1:]
+path, peak, cpu, cores, threads, runs, commit, cmd, torch_v, ort_v, load, load0 = sys.argv[1:]
 peak = float(peak)
 res, exports = {}, {}
 for line in open(path):
@@ -155,9 +162,9 @@ for line in open(path):
         res.setdefault((o["row"], o["head"]), {})[o["engine"]] = o["r"]
 print(f"machine: {cpu}, {cores} cores; {threads} threads per engine; median of {runs} runs after one warm-up")
 print(f"segattn {commit}; PyTorch {torch_v}; ONNX Runtime (onnxruntime-node) {ort_v}")
-print(f"measured FMA peak ({threads} threads, scripts/fma_peak.c): {peak:.1f} GFLOP/s; load average at the end: {load}")
+print(f"measured FMA peak ({threads} threads, scripts/fma_peak.c): {peak:.1f} GFLOP/s; load average at the start / end: {load0} / {load}")
 print(f"command: {cmd}\n")
-print("| model | head | segattn s | torch s | ORT s | segattn / fastest peer | GFLOP | GFLOP/s | % FMA peak | peak RSS MiB segattn / torch / ORT |")
+print("| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 notes = []
 for (row, head), e in res.items():
@@ -171,7 +178,7 @@ for (row, head), e in res.items():
                 why = "ONNX export failed: " + ex.get("error", "no .onnx file")
             notes.append(f"{row} {head} {name}: {why}")
             return "failed", None
-        return f"{r['median_s']:.3f}", r["median_s"]
+        return f"{r['median_s']:.3f} ({r['min_s']:.3f})", r["min_s"]
     s_txt, s = cell("segattn")
     t_txt, t = cell("torch")
     o_txt, o = cell("ort")
@@ -179,13 +186,15 @@ for (row, head), e in res.items():
     ratio = f"{s / min(peers):.2f}x" if s is not None and peers else "-"
     sg = e.get("segattn", {})
     gflop = sg.get("gflop")
-    gflops = sg.get("gflops")
+    gflops = round(2 * float(gflop) / s, 1) if gflop and s else None
     pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
     rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
           f"{gflops if gflops is not None else '-'} | {pct} | {rss} |")
-print("\nsegattn / fastest peer < 1: segattn is faster. GFLOP = 2 x direct-convolution MACs of segattn's network "
-      "(`segattn info`); GFLOP/s and % FMA peak are segattn's.")
+print("\nTimes: median (min) wall seconds of whole predictions. segattn / fastest peer compares the minima (< 1: segattn "
+      "is faster); the minimum is the least disturbed by other load. GFLOP = 2 x direct-convolution MACs of segattn's "
+      "network (`segattn info`); GFLOP/s (at segattn's minimum time) and % FMA peak are segattn's, and can exceed "
+      "100 % because segattn's Winograd 3x3 convolutions do fewer multiplications than the direct count.")
 for n in notes: print(f"- {n}")
 EOF
 )
