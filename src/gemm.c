@@ -238,7 +238,7 @@ static void fill_dense(const void *arg, int j0, int nc, float *bp) {
 void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
           float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
-    float *ap = aligned_alloc(64, (gemm_packed_a_floats(m, k) + 16) * sizeof(float));
+    float *ap = gemm_alloc(gemm_packed_a_floats(m, k) + 16);
     if (!ap) abort();
     gemm_pack_a(trans_a, m, k, a, lda, ap);
     dense_b d = {trans_b, k, b, ldb};

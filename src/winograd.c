@@ -6,6 +6,7 @@
  * stream through in batches: input transform V = Bᵀ d B into 36 packed B operands (cin × batch), 36 GEMMs
  * M = U·V, output transform Y = Aᵀ M A with bias, residual and ReLU fused. Every stage splits work among
  * threads by whole output values, so the result does not depend on the thread count. */
+#include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,58 +94,57 @@ size_t winograd_scratch_floats(const conv2d *c, tensor in) {
     return thread_floats(c, t) * (shared_schedule(c) ? 1 : threads) + 2 * (size_t)n + 64;
 }
 
-/* 16 tiles (one packed-B sliver) of one input channel → V[ξ][sliver][ch][lane]. */
-static void input_tiles(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride) {
-    float d[WT][LANES];
+/* y = Bᵀ x along one dimension of 6, for 8 tiles at once. */
+static inline void bt6(const __m256 *x, __m256 *y, int step) {
+    const __m256 four = _mm256_set1_ps(4.f), five = _mm256_set1_ps(5.f), two = _mm256_set1_ps(2.f);
+    __m256 x0 = x[0], x1 = x[step], x2 = x[2 * step], x3 = x[3 * step], x4 = x[4 * step], x5 = x[5 * step];
+    y[0] = _mm256_fmadd_ps(four, x0, _mm256_fnmadd_ps(five, x2, x4));
+    y[step] = _mm256_fnmadd_ps(four, _mm256_add_ps(x1, x2), _mm256_add_ps(x3, x4));
+    y[2 * step] = _mm256_fmadd_ps(four, _mm256_sub_ps(x1, x2), _mm256_sub_ps(x4, x3));
+    y[3 * step] = _mm256_fmadd_ps(two, _mm256_sub_ps(x3, x1), _mm256_sub_ps(x4, x2));
+    y[4 * step] = _mm256_fmadd_ps(two, _mm256_sub_ps(x1, x3), _mm256_sub_ps(x4, x2));
+    y[5 * step] = _mm256_fmadd_ps(four, x1, _mm256_fnmadd_ps(five, x3, x5));
+}
+
+/* 8 tiles (half a packed-B sliver) of one input channel → V[ξ][sliver][ch][lane]: masked vector gathers
+ * (zero outside the image and for lanes past nt), then Bᵀ d B on 8 tiles at once. */
+static void input_tiles8(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride) {
+    __m256 d[WT], t[WT];
     const float *src = in.d + (size_t)ch * in.h * in.w;
     int dl = c->dil;
-    for (int l = 0; l < LANES; l++) {
-        if (l >= nt) {
-            for (int k = 0; k < WT; k++) d[k][l] = 0.f;
-            continue;
-        }
-        int iy0 = org[2 * l] - c->pad, ix0 = org[2 * l + 1] - c->pad;
-        if (iy0 >= 0 && ix0 >= 0 && iy0 + 5 * dl < in.h && ix0 + 5 * dl < in.w) {
-            for (int r = 0; r < 6; r++) {
-                const float *row = src + (size_t)(iy0 + r * dl) * in.w + ix0;
-                for (int q = 0; q < 6; q++) d[r * 6 + q][l] = row[q * dl];
-            }
-        } else {
-            for (int r = 0; r < 6; r++) {
-                int iy = iy0 + r * dl;
-                for (int q = 0; q < 6; q++) {
-                    int ix = ix0 + q * dl;
-                    d[r * 6 + q][l] = iy >= 0 && iy < in.h && ix >= 0 && ix < in.w ? src[(size_t)iy * in.w + ix] : 0.f;
-                }
-            }
+    _Alignas(32) int oy[8], ox[8];
+    for (int l = 0; l < 8; l++) {
+        oy[l] = l < nt ? org[2 * l] - c->pad : -(6 * dl + 1); /* lanes past nt: every row outside */
+        ox[l] = l < nt ? org[2 * l + 1] - c->pad : 0;
+    }
+    __m256i vy = _mm256_load_si256((const __m256i *)oy), vx = _mm256_load_si256((const __m256i *)ox);
+    __m256i base = _mm256_add_epi32(_mm256_mullo_epi32(vy, _mm256_set1_epi32(in.w)), vx);
+    __m256i hmax = _mm256_set1_epi32(in.h), wmax = _mm256_set1_epi32(in.w), neg1 = _mm256_set1_epi32(-1);
+    __m256i colmask[6];
+    for (int q = 0; q < 6; q++) {
+        __m256i x = _mm256_add_epi32(vx, _mm256_set1_epi32(q * dl));
+        colmask[q] = _mm256_and_si256(_mm256_cmpgt_epi32(x, neg1), _mm256_cmpgt_epi32(wmax, x));
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int r = 0; r < 6; r++) {
+        __m256i y = _mm256_add_epi32(vy, _mm256_set1_epi32(r * dl));
+        __m256i rowmask = _mm256_and_si256(_mm256_cmpgt_epi32(y, neg1), _mm256_cmpgt_epi32(hmax, y));
+        __m256i rowidx = _mm256_add_epi32(base, _mm256_set1_epi32(r * dl * in.w));
+        for (int q = 0; q < 6; q++) {
+            __m256i m = _mm256_and_si256(rowmask, colmask[q]);
+            __m256i idx = _mm256_add_epi32(rowidx, _mm256_set1_epi32(q * dl));
+            d[r * 6 + q] = _mm256_mask_i32gather_ps(zero, src, idx, _mm256_castsi256_ps(m), 4);
         }
     }
-    float t[WT][LANES];
-    for (int q = 0; q < 6; q++) /* columns: t = Bᵀ d */
-        for (int l = 0; l < LANES; l++) {
-            float x0 = d[q][l], x1 = d[6 + q][l], x2 = d[12 + q][l], x3 = d[18 + q][l], x4 = d[24 + q][l],
-                  x5 = d[30 + q][l];
-            t[q][l] = 4.f * x0 - 5.f * x2 + x4;
-            t[6 + q][l] = -4.f * (x1 + x2) + x3 + x4;
-            t[12 + q][l] = 4.f * (x1 - x2) - x3 + x4;
-            t[18 + q][l] = 2.f * (x3 - x1) - x2 + x4;
-            t[24 + q][l] = 2.f * (x1 - x3) - x2 + x4;
-            t[30 + q][l] = 4.f * x1 - 5.f * x3 + x5;
-        }
-    for (int r = 0; r < 6; r++) { /* rows: V = t B */
-        float *o[6];
-        for (int q = 0; q < 6; q++) o[q] = v + (size_t)(r * 6 + q) * xi_stride;
-        for (int l = 0; l < LANES; l++) {
-            float x0 = t[r * 6][l], x1 = t[r * 6 + 1][l], x2 = t[r * 6 + 2][l], x3 = t[r * 6 + 3][l],
-                  x4 = t[r * 6 + 4][l], x5 = t[r * 6 + 5][l];
-            o[0][l] = 4.f * x0 - 5.f * x2 + x4;
-            o[1][l] = -4.f * (x1 + x2) + x3 + x4;
-            o[2][l] = 4.f * (x1 - x2) - x3 + x4;
-            o[3][l] = 2.f * (x3 - x1) - x2 + x4;
-            o[4][l] = 2.f * (x1 - x3) - x2 + x4;
-            o[5][l] = 4.f * x1 - 5.f * x3 + x5;
-        }
-    }
+    for (int q = 0; q < 6; q++) bt6(d + q, t + q, 6); /* columns */
+    for (int r = 0; r < 6; r++) bt6(t + r * 6, d + r * 6, 1); /* rows */
+    for (int k = 0; k < WT; k++) _mm256_storeu_ps(v + (size_t)k * xi_stride, d[k]);
+}
+
+/* 16 tiles (one packed-B sliver) of one input channel. */
+static void input_tiles(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride) {
+    input_tiles8(c, in, ch, org, nt < 8 ? nt : 8, v, xi_stride);
+    input_tiles8(c, in, ch, org + 16, nt > 8 ? nt - 8 : 0, v + 8, xi_stride);
 }
 
 /* 16 tiles of output channel o: M[ξ][o][tiles] → Y = Aᵀ M A, + bias, + residual, ReLU. */
