@@ -152,7 +152,7 @@ static char *output_path(const char *input, const char *out, int out_is_dir) {
         size_t n = strlen(stem) + (out ? strlen(out) : 0) + 16;
         path = malloc(n);
         if (path) {
-            if (out) snprintf(path, n, "%s/%s.png", out, stem);
+            if (out) snprintf(path, n, "%s%s%s.png", out, out[strlen(out) - 1] == '/' ? "" : "/", stem);
             else snprintf(path, n, "%s_seg.png", stem);
         }
     }

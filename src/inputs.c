@@ -60,7 +60,8 @@ int paths_parse_list(path_list *l, const char *text, size_t len, const char *bas
         if (memchr(text + start, 0, end - start))
             return sa_fail(err, SA_EXIT_INPUT, "%s:%d: line contains a NUL byte", where, line);
         if (end - start > 4095) return sa_fail(err, SA_EXIT_INPUT, "%s:%d: path longer than 4095 bytes", where, line);
-        char *p = strndup(text + start, end - start);
+        char *p = malloc(end - start + 1); /* not strndup: the text need not end in a NUL */
+        if (p) memcpy(p, text + start, end - start), p[end - start] = 0;
         char *full = p ? (base_dir ? path_join(base_dir, p) : strdup(p)) : NULL;
         free(p);
         int code = full ? paths_add(l, full) : SA_EXIT_INTERNAL;

@@ -80,6 +80,6 @@ char *path_join(const char *dir, const char *rel) {
     if (rel[0] == '/' || !dir || !dir[0]) return strdup(rel);
     size_t n = strlen(dir) + strlen(rel) + 2;
     char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, rel);
+    if (p) snprintf(p, n, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", rel);
     return p;
 }
