@@ -49,6 +49,7 @@ int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err) {
 done:
     free(bn);
     if (code) conv_free(c);
+    else c->release_source = 1;
     return code;
 }
 
@@ -107,7 +108,7 @@ static int winograd_path(const conv2d *c) { return use_winograd && winograd_appl
  * convs run from the main thread. */
 static void conv_prepare(const conv2d *cc) {
     conv2d *c = (conv2d *)cc;
-    if (c->prepared == 1 + use_winograd) return;
+    if (c->prepared == 1 + use_winograd || (c->prepared && !c->w)) return; /* the source may be gone */
     free(c->packed), free(c->wino);
     c->packed = c->wino = NULL;
     if (winograd_path(c)) {
@@ -119,6 +120,10 @@ static void conv_prepare(const conv2d *cc) {
     }
     if (!c->packed && !c->wino) abort();
     c->prepared = 1 + use_winograd;
+    if (c->release_source) {
+        free(c->w);
+        c->w = NULL;
+    }
 }
 
 size_t conv_scratch_floats(const conv2d *c, tensor in) {

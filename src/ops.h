@@ -17,6 +17,8 @@ typedef struct {
      * their Winograd transform for 3×3 stride-1 convs. */
     int prepared;
     float *packed, *wino;
+    /* Set for a model's convs: once prepared, `w` is freed, so a model holds one copy of its weights. */
+    int release_source;
 } conv2d;
 
 /* How a convolution's weights are named in the state_dict:
