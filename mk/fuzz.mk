@@ -11,8 +11,10 @@ FUZZ_FLAGS    = -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_TARGETS  = safetensors config image list
 FUZZ_BINS     = $(FUZZ_TARGETS:%=tests/fuzz/bin/fuzz_%)
-# libFuzzer options: a slow input (over 10 s) or over 2 GiB of memory counts as a failure.
-FUZZ_RUN_OPTS = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+# libFuzzer options: a slow input (over 10 s) or over 2 GiB of memory counts as a failure. A fixed seed
+# makes a CI run repeat the mutation sequence that was checked before the submission (FUZZ_SEED=0: random).
+FUZZ_SEED    ?= 1
+FUZZ_RUN_OPTS = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -seed=$(FUZZ_SEED)
 
 # Only the sources each parser needs, so no OpenMP/BLAS is linked into the fuzzers.
 FUZZ_SRC_safetensors = src/safetensors.c src/util.c

@@ -53,6 +53,29 @@ static size_t jpeg_bad_huffman(const uint8_t *b, size_t n) {
     return 0;
 }
 
+/* stb_image 2.27 reads the numbers of a PNM header into an int without an overflow check (undefined
+ * behaviour, found by tests/fuzz/fuzz_image). Returns the byte offset of a header number of more than 9
+ * digits, or 0 when the header (width, height, maxval) is sane or the data is not a binary PNM. */
+static size_t pnm_oversized_number(const uint8_t *p, size_t len) {
+    if (len < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
+    size_t i = 2;
+    for (int field = 0; field < 3 && i < len; field++) {
+        for (;;) { /* whitespace and comments, as stb skips them */
+            while (i < len && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i < len && p[i] == '#') {
+                while (i < len && p[i] != '\n' && p[i] != '\r') i++;
+                continue;
+            }
+            break;
+        }
+        size_t start = i;
+        while (i < len && p[i] >= '0' && p[i] <= '9') i++;
+        if (i - start > 9) return start;
+        if (i == start) return 0; /* not a number: stb reports the malformed header itself */
+    }
+    return 0;
+}
+
 /* Largest encoded file read: generous for any format at the pixel cap (BMP/PPM are about 3-4 bytes a pixel,
  * 16-bit PNG 8), and a bound on memory before a single pixel is decoded. */
 static int64_t max_file_bytes(int64_t max_pixels) {
@@ -69,6 +92,8 @@ int sa_image_decode(const uint8_t *bytes, size_t len, const char *path, int64_t 
     if (bad_dht)
         return sa_fail(err, SA_EXIT_INPUT, "%s: corrupt JPEG: Huffman table at byte %zu has more than 256 codes", path,
                        bad_dht);
+    size_t bad_pnm = pnm_oversized_number(bytes, len);
+    if (bad_pnm) return sa_fail(err, SA_EXIT_INPUT, "%s: corrupt PNM: header number at byte %zu is too large", path, bad_pnm);
     int w = 0, h = 0, comp;
     if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp))
         return sa_fail(err, SA_EXIT_INPUT, "%s: not a decodable image (%s)", path, stbi_failure_reason());
