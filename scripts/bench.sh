@@ -186,7 +186,7 @@ for (row, head), e in res.items():
     ratio = f"{s / min(peers):.2f}x" if s is not None and peers else "-"
     sg = e.get("segattn", {})
     gflop = sg.get("gflop")
-    gflops = round(2 * float(gflop) / s, 1) if gflop and s else None
+    gflops = round(float(gflop) / s, 1) if gflop and s else None  # gflop is already 2 x MACs
     pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
     rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
