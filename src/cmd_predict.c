@@ -160,17 +160,6 @@ static char *output_path(const char *input, const char *out, int out_is_dir) {
     return path;
 }
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 int cmd_predict(int argc, char **argv) {
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'c'},   {"weights", required_argument, 0, 'w'},
@@ -284,7 +273,7 @@ int cmd_predict(int argc, char **argv) {
         }
         json = json_out.f;
         fprintf(json, "{\"config\": ");
-        json_string(json, config);
+        json_write_string(json, config);
         fprintf(json, ", \"images\": [");
     }
     double *fractions = calloc((size_t)K, sizeof *fractions);
@@ -313,16 +302,16 @@ int cmd_predict(int argc, char **argv) {
                 memset(fractions, 0, (size_t)K * sizeof *fractions);
                 for (size_t p = 0; p < n; p++) fractions[lab.id[p]] += 1.0 / (double)n;
                 fprintf(json, "%s\n  {\"input\": ", done ? "," : "");
-                json_string(json, in);
+                json_write_string(json, in);
                 fprintf(json, ", \"output\": ");
-                json_string(json, dst);
+                json_write_string(json, dst);
                 fprintf(json, ", \"width\": %d, \"height\": %d, \"seconds\": %.4f, \"class_fractions\": {", lab.w, lab.h, t_net);
                 for (int k = 0; k < K; k++) {
                     const char *name = sa_model_class_name(m, k);
                     char fallback[16];
                     snprintf(fallback, sizeof fallback, "%d", k);
                     fprintf(json, "%s", k ? ", " : "");
-                    json_string(json, name ? name : fallback);
+                    json_write_string(json, name ? name : fallback);
                     fprintf(json, ": %.6f", fractions[k]);
                 }
                 fprintf(json, "}}");

@@ -72,29 +72,18 @@ int confusion_merge(sa_confusion *into, const sa_confusion *from, const char *wh
     return SA_OK;
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 int confusion_save(const sa_confusion *c, const char *path, sa_error *err) {
     atomic_out o;
     int code = atomic_open(&o, path, err);
     if (code) return code;
     FILE *f = o.f;
     fprintf(f, "{\"format\": \"%s\", \"dataset\": ", CONFUSION_FORMAT);
-    json_str(f, c->dataset ? c->dataset : "");
+    json_write_string(f, c->dataset ? c->dataset : "");
     fprintf(f, ", \"num_classes\": %d, \"images\": %lld, \"shard\": [%d, %d],\n \"classes\": [", c->k,
             (long long)c->images, c->shard_k, c->shard_n);
     for (int i = 0; i < c->k; i++) {
         if (i) fputs(", ", f);
-        json_str(f, c->names[i]);
+        json_write_string(f, c->names[i]);
     }
     fputs("],\n \"matrix\": [", f);
     for (int r = 0; r < c->k; r++) {
@@ -258,10 +247,10 @@ int metrics_save(const char *path, const sa_confusion *c, const sa_metrics *mt, 
     if (code) return code;
     FILE *f = o.f;
     fputs("{\"dataset\": ", f);
-    json_str(f, c->dataset ? c->dataset : "");
+    json_write_string(f, c->dataset ? c->dataset : "");
     if (config) {
         fputs(", \"config\": ", f);
-        json_str(f, config);
+        json_write_string(f, config);
     }
     fprintf(f, ", \"images\": %lld,\n \"aAcc\": ", (long long)c->images);
     json_pct(f, mt->aacc);
@@ -278,7 +267,7 @@ int metrics_save(const char *path, const sa_confusion *c, const sa_metrics *mt, 
     fputs("},\n \"classes\": [", f);
     for (int q = 0; q < mt->k; q++) {
         fputs(q ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
-        json_str(f, c->names[q]);
+        json_write_string(f, c->names[q]);
         fputs(", \"IoU\": ", f);
         json_pct(f, mt->iou[q]);
         fputs(", \"Acc\": ", f);

@@ -17,6 +17,9 @@ int atomic_open(atomic_out *o, const char *path, sa_error *err);
 int atomic_commit(atomic_out *o, sa_error *err);
 void atomic_abort(atomic_out *o);
 
+/* Writes s as a JSON string literal (quotes, backslashes and control characters escaped). */
+void json_write_string(FILE *f, const char *s);
+
 /* The directory part of a path ("." when none); malloc'd. */
 char *path_dirname(const char *path);
 /* dir + "/" + rel unless rel is absolute; malloc'd. */
