@@ -156,9 +156,9 @@ int cmd_eval(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},    {"max-pixels", required_argument, 0, OPT_MAX_PIXELS},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
         INFER_LONGOPTS,                            {0, 0, 0, 0}};
-    const char *config = NULL, *dataset = NULL, *root = NULL, *split = NULL, *json_path = NULL, *save_path = NULL;
-    const char *weights[16];
-    int n_weights = 0, quiet = 0, do_merge = 0, shard_k = 1, shard_n = 1, sharded = 0;
+    const char *dataset = NULL, *root = NULL, *split = NULL, *json_path = NULL, *save_path = NULL;
+    model_args ma = {0};
+    int quiet = 0, do_merge = 0, shard_k = 1, shard_n = 1, sharded = 0;
     long limit = -1;
     sa_run_opts ro = {0};
     int opt;
@@ -166,14 +166,10 @@ int cmd_eval(int argc, char **argv) {
     while ((opt = getopt_long(argc, argv, "c:w:d:r:t:qh", longopts, NULL)) != -1) {
         char *end;
         int taken = parse_infer_option(opt, optarg, &ro);
+        if (!taken) taken = parse_model_option(opt, optarg, &ma, &ro);
         if (taken < 0) return SA_EXIT_USAGE;
         if (taken) continue;
         switch (opt) {
-        case 'c': config = optarg; break;
-        case 'w':
-            if (n_weights == 16) { fprintf(stderr, "segattn: error: at most 16 -w files\n"); return SA_EXIT_USAGE; }
-            weights[n_weights++] = optarg;
-            break;
         case 'd': dataset = optarg; break;
         case 'r': root = optarg; break;
         case OPT_SPLIT: split = optarg; break;
@@ -194,12 +190,6 @@ int cmd_eval(int argc, char **argv) {
         case OPT_JSON: json_path = optarg; break;
         case OPT_SAVE: save_path = optarg; break;
         case OPT_MERGE: do_merge = 1; break;
-        case 't':
-            if (!parse_threads(optarg, &ro.threads)) {
-                fprintf(stderr, "segattn: error: --threads: '%s' is not a count in [1, 1024]\n", optarg);
-                return SA_EXIT_USAGE;
-            }
-            break;
         case OPT_MAX_PIXELS:
             ro.max_pixels = strtoll(optarg, &end, 10);
             if (*end || ro.max_pixels < 1) {
@@ -217,7 +207,7 @@ int cmd_eval(int argc, char **argv) {
             fprintf(stderr, "segattn: error: --merge needs the confusion files to sum\n");
             return SA_EXIT_USAGE;
         }
-        if (dataset || root || config) {
+        if (dataset || root || ma.config) {
             fprintf(stderr, "segattn: error: --merge takes confusion files only (no --dataset, --root or -c)\n");
             return SA_EXIT_USAGE;
         }
@@ -243,8 +233,9 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < total; i++)
         if (i % shard_n == shard_k - 1) items[n++] = i;
 
-    if (!config) config = default_config_path();
-    sa_model *m = sa_model_load(config, weights, n_weights, &err);
+    if (!ma.config) ma.config = default_config_path();
+    const char *config = ma.config;
+    sa_model *m = sa_model_load(config, ma.weights, ma.n_weights, &err);
     if (!m) { report(&err); free(items); dataset_free(&ds); return err.code; }
     warn_unused(config, m);
     int K = sa_model_num_classes(m);

@@ -17,6 +17,16 @@ extern const char *const INFER_HELP;
 /* Handles one of the INFER_LONGOPTS: 1 when taken, 0 when `opt` is not one of them, -1 after printing
  * a usage error. */
 int parse_infer_option(int opt, const char *arg, sa_run_opts *ro);
+/* The model a command runs: -c CONFIG, -w WEIGHTS (repeatable), and -t THREADS into the run options. */
+typedef struct {
+    const char *config;
+    const char *weights[16];
+    int n_weights;
+} model_args;
+
+/* Handles -c, -w and -t: 1 when taken, 0 when `opt` is none of them, -1 after printing a usage error. */
+int parse_model_option(int opt, const char *arg, model_args *ma, sa_run_opts *ro);
+
 /* "K/N" with 1 <= K <= N. */
 int parse_shard(const char *s, int *k, int *n);
 /* A progress line on a terminal: "\r[done/total] rate img/s  ETA". */

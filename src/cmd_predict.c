@@ -133,6 +133,26 @@ static int parse_format(const char *s) {
     return -1;
 }
 
+int parse_model_option(int opt, const char *arg, model_args *ma, sa_run_opts *ro) {
+    switch (opt) {
+    case 'c': ma->config = arg; return 1;
+    case 'w':
+        if (ma->n_weights == 16) {
+            fprintf(stderr, "segattn: error: at most 16 -w files\n");
+            return -1;
+        }
+        ma->weights[ma->n_weights++] = arg;
+        return 1;
+    case 't':
+        if (!parse_threads(arg, &ro->threads)) {
+            fprintf(stderr, "segattn: error: --threads: '%s' is not a count in [1, 1024]\n", arg);
+            return -1;
+        }
+        return 1;
+    default: return 0;
+    }
+}
+
 int parse_shard(const char *s, int *k, int *n) {
     char tail;
     return sscanf(s, "%d/%d%c", k, n, &tail) == 2 && *n >= 1 && *k >= 1 && *k <= *n;
@@ -169,9 +189,9 @@ int cmd_predict(int argc, char **argv) {
         {"shard", required_argument, 0, OPT_SHARD}, {"json", required_argument, 0, OPT_JSON},
         {"opacity", required_argument, 0, OPT_OPACITY}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           INFER_LONGOPTS, {0, 0, 0, 0}};
-    const char *config = NULL, *out = NULL, *logits_path = NULL, *json_path = NULL;
-    const char *weights[16];
-    int n_weights = 0, format = SA_OUT_COLOR, quiet = 0, force = 0, shard_k = 1, shard_n = 1;
+    const char *out = NULL, *logits_path = NULL, *json_path = NULL;
+    model_args ma = {0};
+    int format = SA_OUT_COLOR, quiet = 0, force = 0, shard_k = 1, shard_n = 1;
     float opacity = 0.5f;
     sa_run_opts ro = {0};
     int opt;
@@ -179,24 +199,14 @@ int cmd_predict(int argc, char **argv) {
     while ((opt = getopt_long(argc, argv, "c:w:o:f:t:qh", longopts, NULL)) != -1) {
         char *end;
         int taken = parse_infer_option(opt, optarg, &ro);
+        if (!taken) taken = parse_model_option(opt, optarg, &ma, &ro);
         if (taken < 0) return SA_EXIT_USAGE;
         if (taken) continue;
         switch (opt) {
-        case 'c': config = optarg; break;
-        case 'w':
-            if (n_weights == 16) { fprintf(stderr, "segattn: error: at most 16 -w files\n"); return SA_EXIT_USAGE; }
-            weights[n_weights++] = optarg;
-            break;
         case 'o': out = optarg; break;
         case 'f':
             if ((format = parse_format(optarg)) < 0) {
                 fprintf(stderr, "segattn: error: --format: '%s' is not color, index, overlay or cityscapes-id\n", optarg);
-                return SA_EXIT_USAGE;
-            }
-            break;
-        case 't':
-            if (!parse_threads(optarg, &ro.threads)) {
-                fprintf(stderr, "segattn: error: --threads: '%s' is not a count in [1, 1024]\n", optarg);
                 return SA_EXIT_USAGE;
             }
             break;
@@ -254,8 +264,9 @@ int cmd_predict(int argc, char **argv) {
         paths_free(&inputs);
         return SA_EXIT_OUTPUT;
     }
-    if (!config) config = default_config_path();
-    sa_model *m = sa_model_load(config, weights, n_weights, &err);
+    if (!ma.config) ma.config = default_config_path();
+    const char *config = ma.config;
+    sa_model *m = sa_model_load(config, ma.weights, ma.n_weights, &err);
     if (!m) { report(&err); paths_free(&inputs); return err.code; }
     warn_unused(config, m);
 
