@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_options.h"
 #include "model.h"
 #include "module_bench.h"
 #include "util.h"
@@ -55,9 +56,9 @@ static const char *BENCH_HELP =
     "  -h, --help            this help\n";
 
 typedef struct {
-    const char *config;
-    const char *weights[16];
-    int n_weights, h, w, runs, threads, profile, random, json;
+    model_args model;      /* -c, -w */
+    sa_run_opts run;       /* -t */
+    int h, w, runs, profile, random, json;
     const char *module;   /* bench --module */
     int all, in_c, in_h, in_w, runs_given;
 } model_opts;
@@ -85,12 +86,10 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "c:w:r:t:h", longopts, NULL)) != -1) {
+        int taken = parse_model_option(opt, optarg, &o->model, &o->run);
+        if (taken < 0) return SA_EXIT_USAGE;
+        if (taken) continue;
         switch (opt) {
-        case 'c': o->config = optarg; break;
-        case 'w':
-            if (o->n_weights == 16) { fprintf(stderr, "segattn: error: at most 16 -w files\n"); return SA_EXIT_USAGE; }
-            o->weights[o->n_weights++] = optarg;
-            break;
         case OPT_SIZE:
             if (!parse_size(optarg, &o->h, &o->w)) {
                 fprintf(stderr, "segattn: error: --size: '%s' is not HxW\n", optarg);
@@ -120,12 +119,6 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
                 return SA_EXIT_USAGE;
             }
             break;
-        case 't':
-            if (!parse_threads(optarg, &o->threads)) {
-                fprintf(stderr, "segattn: error: --threads: '%s' is not a count in [1, 1024]\n", optarg);
-                return SA_EXIT_USAGE;
-            }
-            break;
         case OPT_PROFILE: o->profile = 1; break;
         case OPT_RANDOM: o->random = 1; break;
         case OPT_JSON: o->json = 1; break;
@@ -145,15 +138,15 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
         fprintf(stderr, "segattn: error: --runs 0 only counts modules (--module, --all)\n");
         return SA_EXIT_USAGE;
     }
-    if (!o->config) o->config = default_config_path();
+    if (!o->model.config) o->model.config = default_config_path();
     return 0;
 }
 
 static sa_model *open_model(const model_opts *o) {
     sa_error err = {0};
-    sa_model *m = o->random ? sa_model_load_random(o->config, &err) : sa_model_load(o->config, o->weights, o->n_weights, &err);
+    sa_model *m = o->random ? sa_model_load_random(o->model.config, &err) : sa_model_load(o->model.config, o->model.weights, o->model.n_weights, &err);
     if (!m) report(&err);
-    else if (!o->random) warn_unused(o->config, m);
+    else if (!o->random) warn_unused(o->model.config, m);
     return m;
 }
 
@@ -174,7 +167,7 @@ int cmd_info(int argc, char **argv) {
     m->ctx.want_log = 1;
     if ((code = model_plan(m, o.h, o.w, &err))) { report(&err); sa_model_free(m); return code; }
     const model_cfg *c = &m->cfg;
-    printf("model      %s\n", o.config);
+    printf("model      %s\n", o.model.config);
     printf("backbone   ResNetV1c-%d (stem %d, base %d, strides %d,%d,%d,%d, dilations %d,%d,%d,%d)%s\n", c->backbone.depth,
            c->backbone.stem_channels, c->backbone.base_channels, c->backbone.strides[0], c->backbone.strides[1],
            c->backbone.strides[2], c->backbone.strides[3], c->backbone.dilations[0], c->backbone.dilations[1],
@@ -247,7 +240,7 @@ static int bench_modules(model_opts *o) {
     }
     if (!o->json) {
         printf("input 1x%dx%dx%d, %d threads, %d timed runs after one warm-up (median); random weights\n", o->in_c,
-               o->in_h, o->in_w, o->threads > 0 ? o->threads : omp_get_max_threads(), o->runs);
+               o->in_h, o->in_w, o->run.threads > 0 ? o->run.threads : omp_get_max_threads(), o->runs);
         printf("MACs: every layer as a direct computation (1x1 conv = C_in x C_out per pixel, attention = both\n"
                "matmuls); extra MiB: activation arena high-water mark minus the input map\n\n");
         printf("%-13s %10s %10s %10s %9s %10s\n", "module", "params", "MACs", "median s", "GFLOP/s", "extra MiB");
@@ -257,7 +250,7 @@ static int bench_modules(model_opts *o) {
         if (o->module && strcmp(o->module, name) != 0) continue;
         module_stats st;
         sa_error err = {0};
-        int code = module_bench(name, o->in_c, o->in_h, o->in_w, o->runs, o->threads, &st, &err);
+        int code = module_bench(name, o->in_c, o->in_h, o->in_w, o->runs, o->run.threads, &st, &err);
         if (code) { report(&err); return code; }
         module_line(o, &st, name);
         fflush(stdout);
@@ -291,7 +284,7 @@ int cmd_bench(int argc, char **argv) {
     sa_image img = {o.w, o.h, malloc((size_t)o.w * o.h * 3)};
     unsigned seed = 7;
     for (size_t i = 0; img.rgb && i < (size_t)o.w * o.h * 3; i++) seed = seed * 1664525u + 1013904223u, img.rgb[i] = (uint8_t)(seed >> 24);
-    sa_run_opts ro = {.threads = o.threads};
+    sa_run_opts ro = {.threads = o.run.threads};
     sa_labels lab;
     double *t = malloc((size_t)o.runs * sizeof *t);
     if (!img.rgb || !t) { fprintf(stderr, "segattn: error: out of memory\n"); return SA_EXIT_INTERNAL; }
@@ -309,11 +302,11 @@ int cmd_bench(int argc, char **argv) {
     if (o.json) {
         printf("{\"engine\": \"segattn\", \"config\": \"%s\", \"hw\": [%d, %d], \"threads\": %d, \"min_s\": %.4f, "
                "\"median_s\": %.4f, \"max_s\": %.4f, \"gflop\": %.2f, \"gflops\": %.1f, \"peak_rss_mb\": %ld}\n",
-               o.config, o.h, o.w, o.threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
+               o.model.config, o.h, o.w, o.run.threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
     } else {
         printf("%s at %dx%d, %d runs: min %.4f s, median %.4f s, max %.4f s; %.1f GFLOP, %.1f GFLOP/s; peak RSS %ld MiB\n",
-               o.config, o.h, o.w, o.runs, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
+               o.model.config, o.h, o.w, o.runs, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
     }
     if (o.profile) {
