@@ -21,7 +21,7 @@ int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err) {
     size_t per_out = (size_t)s->cin * s->k * s->k;
     c->w = malloc((size_t)s->cout * per_out * sizeof(float));
     c->b = calloc((size_t)s->cout, sizeof(float));
-    float *bn = malloc(4 * (size_t)s->cout * sizeof(float));
+    double *bn = malloc(2 * (size_t)s->cout * sizeof(double)); /* scale, shift */
     int code = SA_OK;
     if (!c->w || !c->b || !bn) {
         code = sa_fail(err, SA_EXIT_INTERNAL, "%s: out of memory", s->weight);
@@ -33,24 +33,39 @@ int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err) {
     int64_t vec[1] = {s->cout};
     if (s->bias && (code = weights_read(ws, s->bias, 1, vec, c->b, err))) goto done;
     if (s->bn) {
-        static const char *parts[4] = {"weight", "bias", "running_mean", "running_var"};
-        char key[256];
-        for (int i = 0; i < 4; i++) {
-            snprintf(key, sizeof key, "%s.%s", s->bn, parts[i]);
-            if ((code = weights_read(ws, key, 1, vec, bn + (size_t)i * s->cout, err))) goto done;
-        }
-        for (int o = 0; o < s->cout; o++) {
-            double gamma = bn[o], beta = bn[s->cout + o], mean = bn[2 * s->cout + o], var = bn[3 * s->cout + o];
-            double scale = gamma / sqrt(var + BN_EPS);
-            for (size_t i = 0; i < per_out; i++) c->w[o * per_out + i] = (float)(c->w[o * per_out + i] * scale);
-            c->b[o] = (float)((c->b[o] - mean) * scale + beta);
-        }
+        if ((code = bn_load(ws, s->bn, s->cout, bn, bn + s->cout, err))) goto done;
+        for (int o = 0; o < s->cout; o++) conv_fold_affine(c, o, bn[o], bn[s->cout + o]);
     }
 done:
     free(bn);
     if (code) conv_free(c);
     else c->release_source = 1;
     return code;
+}
+
+int bn_load(weight_store *ws, const char *prefix, int n, double *scale, double *shift, sa_error *err) {
+    static const char *parts[4] = {"weight", "bias", "running_mean", "running_var"};
+    float *bn = malloc(4 * (size_t)n * sizeof(float));
+    if (!bn) return sa_fail(err, SA_EXIT_INTERNAL, "%s: out of memory", prefix);
+    int64_t vec[1] = {n};
+    char key[256];
+    int code = SA_OK;
+    for (int i = 0; i < 4 && !code; i++) {
+        snprintf(key, sizeof key, "%s.%s", prefix, parts[i]);
+        code = weights_read(ws, key, 1, vec, bn + (size_t)i * n, err);
+    }
+    for (int o = 0; o < n && !code; o++) {
+        scale[o] = bn[o] / sqrt((double)bn[3 * n + o] + BN_EPS);
+        shift[o] = bn[n + o] - bn[2 * n + o] * scale[o];
+    }
+    free(bn);
+    return code;
+}
+
+void conv_fold_affine(conv2d *c, int o, double scale, double shift) {
+    size_t per_out = (size_t)c->cin * c->kh * c->kw;
+    for (size_t i = 0; i < per_out; i++) c->w[o * per_out + i] = (float)(c->w[o * per_out + i] * scale);
+    c->b[o] = (float)(c->b[o] * scale + shift);
 }
 
 void conv_free(conv2d *c) {

@@ -33,6 +33,11 @@ typedef struct {
 
 int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err);
 void conv_free(conv2d *c);
+/* BatchNorm "<prefix>.{weight,bias,running_mean,running_var}" over n channels (eps 1e-5) as the affine map
+ * y = scale·x + shift per channel. */
+int bn_load(weight_store *ws, const char *prefix, int n, double *scale, double *shift, sa_error *err);
+/* Folds y = scale·x + shift into output channel o of c (weights and bias). */
+void conv_fold_affine(conv2d *c, int o, double scale, double shift);
 void conv_out_size(const conv2d *c, int h, int w, int *oh, int *ow);
 
 /* out = act(conv(in) + b + residual); residual may be NULL. */

@@ -1,7 +1,6 @@
 /* Spatial Bias (Go et al., arXiv 2302.12505) inside Bottleneck blocks, as SPEC §15.1: a 1×1 reduction to
  * a few maps, adaptive pooling to pool×pool, a 1×kernel convolution across the reduced channels that is
  * fully connected over the pooled positions, resized to the conv2 output and concatenated after it. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,34 +38,23 @@ int spatial_bias_load(spatial_bias **out, weight_store *ws, const char *prefix, 
     if ((code = conv_load(ws, &sb->reduce, &rs, err))) return code;
     sb->w = malloc((size_t)pp * pp * sb->kernel * sizeof(float));
     sb->b = malloc((size_t)pp * sizeof(float));
-    float *bn2 = malloc(4 * (size_t)wide * sizeof(float));
+    double *bn2 = malloc(2 * (size_t)wide * sizeof(double)); /* bn2 as scale, shift */
     sb->bn_scale = malloc((size_t)sb->maps * sizeof(float));
     sb->bn_shift = malloc((size_t)sb->maps * sizeof(float));
     if (!sb->w || !sb->b || !bn2 || !sb->bn_scale || !sb->bn_shift) {
         free(bn2);
         return sa_fail(err, SA_EXIT_INTERNAL, "%s: out of memory", prefix);
     }
-    int64_t wshape[3] = {pp, pp, sb->kernel}, bshape[1] = {pp}, bnshape[1] = {wide};
+    int64_t wshape[3] = {pp, pp, sb->kernel}, bshape[1] = {pp};
     snprintf(w, sizeof w, "%s.SB.sb_conv.weight", prefix);
     if ((code = weights_read(ws, w, 3, wshape, sb->w, err))) goto done;
     snprintf(w, sizeof w, "%s.SB.sb_conv.bias", prefix);
     if ((code = weights_read(ws, w, 1, bshape, sb->b, err))) goto done;
-    static const char *parts[4] = {"weight", "bias", "running_mean", "running_var"};
-    for (int i = 0; i < 4; i++) {
-        snprintf(bn, sizeof bn, "%s.bn2.%s", prefix, parts[i]);
-        if ((code = weights_read(ws, bn, 1, bnshape, bn2 + (size_t)i * wide, err))) goto done;
-    }
-    size_t per_out = (size_t)conv2->cin * conv2->kh * conv2->kw;
-    for (int o = 0; o < wide; o++) {
-        double scale = bn2[o] / sqrt((double)bn2[3 * wide + o] + 1e-5);
-        double shift = bn2[wide + o] - bn2[2 * wide + o] * scale;
-        if (o < planes) {
-            for (size_t i = 0; i < per_out; i++) conv2->w[o * per_out + i] = (float)(conv2->w[o * per_out + i] * scale);
-            conv2->b[o] = (float)shift;
-        } else {
-            sb->bn_scale[o - planes] = (float)scale, sb->bn_shift[o - planes] = (float)shift;
-        }
-    }
+    snprintf(bn, sizeof bn, "%s.bn2", prefix);
+    if ((code = bn_load(ws, bn, wide, bn2, bn2 + wide, err))) goto done;
+    for (int o = 0; o < planes; o++) conv_fold_affine(conv2, o, bn2[o], bn2[wide + o]);
+    for (int m = 0; m < sb->maps; m++)
+        sb->bn_scale[m] = (float)bn2[planes + m], sb->bn_shift[m] = (float)bn2[wide + planes + m];
     conv2->relu = 1;
 done:
     free(bn2);
