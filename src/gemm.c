@@ -98,10 +98,8 @@ void gemm_pack_b(int trans, int k, int n, const float *b, int ldb, float *bp) {
     }
 }
 
-/* mode 0: C = alpha·acc + beta·C (C not read when beta is 0); mode 1: C += alpha·acc. `last` applies the
- * epilogue (bias per row, residual, ReLU). */
-static void micro(int kc, const float *a, const float *b, float *c, int ldc, int mr, int nr, int mode, float alpha,
-                  float beta, int last, const gemm_epilogue *e, int row, int col) {
+/* 6×16 AVX2 accumulation of one A sliver by one B sliver into t (row stride ldt). */
+static void accumulate_avx2(int kc, const float *a, const float *b, float *t, int ldt) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int p = 0; p < kc; p++) {
@@ -114,17 +112,80 @@ static void micro(int kc, const float *a, const float *b, float *c, int ldc, int
         av = _mm256_broadcast_ss(a + 5), c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
         a += MR, b += NR;
     }
-    _Alignas(32) float t[MR][NR];
-    _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01), _mm256_store_ps(t[1], c10), _mm256_store_ps(t[1] + 8, c11);
-    _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21), _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31);
-    _mm256_store_ps(t[4], c40), _mm256_store_ps(t[4] + 8, c41), _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
+    _mm256_store_ps(t + 0 * ldt, c00), _mm256_store_ps(t + 0 * ldt + 8, c01);
+    _mm256_store_ps(t + 1 * ldt, c10), _mm256_store_ps(t + 1 * ldt + 8, c11);
+    _mm256_store_ps(t + 2 * ldt, c20), _mm256_store_ps(t + 2 * ldt + 8, c21);
+    _mm256_store_ps(t + 3 * ldt, c30), _mm256_store_ps(t + 3 * ldt + 8, c31);
+    _mm256_store_ps(t + 4 * ldt, c40), _mm256_store_ps(t + 4 * ldt + 8, c41);
+    _mm256_store_ps(t + 5 * ldt, c50), _mm256_store_ps(t + 5 * ldt + 8, c51);
+}
+
+/* AVX-512: one A sliver by SLIVERS adjacent B slivers (bstep floats apart) at once, 6 × SLIVERS
+ * accumulators of 16 lanes. Each output element is still one FMA chain over p in order, exactly as in
+ * the AVX2 kernel, so both kernels give bit-identical results. */
+#define AVX512_FN __attribute__((target("avx512f")))
+#define ROW512(r)                                                                                          \
+    do {                                                                                                   \
+        __m512 av = _mm512_set1_ps(a[r]);                                                                  \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                        \
+        if (S > 1) c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                       \
+        if (S > 2) c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2);                                       \
+    } while (0)
+#define STORE512(r)                                                                                        \
+    do {                                                                                                   \
+        _mm512_store_ps(t + r * ldt, c##r##0);                                                             \
+        if (S > 1) _mm512_store_ps(t + r * ldt + NR, c##r##1);                                       \
+        if (S > 2) _mm512_store_ps(t + r * ldt + 2 * NR, c##r##2);                                   \
+    } while (0)
+#define DEFINE_ACCUMULATE512(SLIVERS)                                                                      \
+    static AVX512_FN void accumulate_avx512_##SLIVERS(int kc, const float *a, const float *b, size_t bstep, \
+                                                      float *t, int ldt) {                                 \
+        enum { S = SLIVERS };                                                                              \
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, c20 = c00, \
+               c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00, c40 = c00, c41 = c00, c42 = c00,      \
+               c50 = c00, c51 = c00, c52 = c00;                                                            \
+        const float *bb1 = b + bstep, *bb2 = b + 2 * bstep;                                                \
+        for (int p = 0; p < kc; p++) {                                                                     \
+            __m512 b0 = _mm512_load_ps(b), b1 = b0, b2 = b0;                                               \
+            if (S > 1) b1 = _mm512_load_ps(bb1);                                                     \
+            if (S > 2) b2 = _mm512_load_ps(bb2);                                                     \
+            ROW512(0); ROW512(1); ROW512(2); ROW512(3); ROW512(4); ROW512(5);                              \
+            a += MR, b += NR, bb1 += NR, bb2 += NR;                                                        \
+        }                                                                                                  \
+        STORE512(0); STORE512(1); STORE512(2); STORE512(3); STORE512(4); STORE512(5);                      \
+        (void)c01, (void)c02, (void)c11, (void)c12, (void)c21, (void)c22, (void)c31, (void)c32, (void)c41, \
+            (void)c42, (void)c51, (void)c52;                                                               \
+    }
+DEFINE_ACCUMULATE512(1)
+DEFINE_ACCUMULATE512(2)
+DEFINE_ACCUMULATE512(3)
+
+/* Which kernel runs: AVX-512 where the CPU has it, unless SEGATTN_ISA=avx2 asks for the AVX2 one (tests
+ * compare the two). Decided once; both give the same bits. */
+static int use_avx512 = -1;
+
+int gemm_isa_avx512(void) {
+    if (use_avx512 < 0) {
+        const char *isa = getenv("SEGATTN_ISA");
+        __builtin_cpu_init();
+        use_avx512 = __builtin_cpu_supports("avx512f") && !(isa && strcmp(isa, "avx2") == 0);
+    }
+    return use_avx512;
+}
+
+void gemm_force_isa(int avx512) { use_avx512 = avx512 && __builtin_cpu_supports("avx512f"); }
+
+/* Writes one MR×nr tile t (row stride ldt) to C. mode 0: C = alpha·acc + beta·C (C not read when beta is
+ * 0); mode 1: C += alpha·acc. `last` applies the epilogue (bias per row, residual, ReLU). */
+static void store_tile(const float *t, int ldt, float *c, int ldc, int mr, int nr, int mode, float alpha, float beta,
+                       int last, const gemm_epilogue *e, int row, int col) {
     int has_epi = last && e;
     if (nr == NR) {
         __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta), zero = _mm256_setzero_ps();
         for (int i = 0; i < mr; i++) {
             float *ci = c + (size_t)i * ldc;
             for (int h = 0; h < NR; h += 8) {
-                __m256 v = _mm256_load_ps(t[i] + h);
+                __m256 v = _mm256_load_ps(t + (size_t)i * ldt + h);
                 if (alpha != 1.f) v = _mm256_mul_ps(v, va);
                 if (mode) v = _mm256_add_ps(_mm256_loadu_ps(ci + h), v);
                 else if (beta != 0.f) v = _mm256_add_ps(v, _mm256_mul_ps(vb, _mm256_loadu_ps(ci + h)));
@@ -139,7 +200,7 @@ static void micro(int kc, const float *a, const float *b, float *c, int ldc, int
     } else {
         for (int i = 0; i < mr; i++)
             for (int j = 0; j < nr; j++) {
-                float *cij = c + (size_t)i * ldc + j, v = t[i][j];
+                float *cij = c + (size_t)i * ldc + j, v = t[(size_t)i * ldt + j];
                 if (alpha != 1.f) v *= alpha;
                 if (mode) v = *cij + v;
                 else if (beta != 0.f) v = v + beta * *cij;
@@ -160,6 +221,7 @@ typedef struct {
     float *c;
     int ldc;
     const gemm_epilogue *e;
+    int avx512;
 } gemm_job;
 
 static void run_task(const gemm_job *g, int task) {
@@ -168,15 +230,26 @@ static void run_task(const gemm_job *g, int task) {
     int t0 = bj * g->nb, t1 = t0 + g->nb < g->ns ? t0 + g->nb : g->ns;
     for (int p0 = 0; p0 < g->k || p0 == 0; p0 += KC) {
         int kc = g->k - p0 < KC ? g->k - p0 : KC, last = p0 + KC >= g->k;
-        for (int t = t0; t < t1; t++) {
+        for (int t = t0; t < t1;) {
+            int group = 1;
+            if (g->avx512) group = t1 - t >= 3 ? 3 : t1 - t;
             const float *bs = g->bp + (size_t)t * NR * g->k + (size_t)p0 * NR;
-            int col = t * NR, nr = g->n - col < NR ? g->n - col : NR;
             for (int s = s0; s < s1; s++) {
                 const float *as = g->ap + (size_t)s * MR * g->k + (size_t)p0 * MR;
                 int row = s * MR, mr = g->m - row < MR ? g->m - row : MR;
-                micro(kc, as, bs, g->c + (size_t)row * g->ldc + col, g->ldc, mr, nr, p0 > 0, g->alpha, g->beta, last,
-                      g->e, row, col);
+                _Alignas(64) float tile[MR * 3 * NR];
+                size_t bstep = (size_t)NR * g->k;
+                if (group == 3) accumulate_avx512_3(kc, as, bs, bstep, tile, 3 * NR);
+                else if (group == 2) accumulate_avx512_2(kc, as, bs, bstep, tile, 3 * NR);
+                else if (g->avx512) accumulate_avx512_1(kc, as, bs, bstep, tile, 3 * NR);
+                else accumulate_avx2(kc, as, bs, tile, 3 * NR);
+                for (int q = 0; q < group; q++) {
+                    int col = (t + q) * NR, nr = g->n - col < NR ? g->n - col : NR;
+                    store_tile(tile + q * NR, 3 * NR, g->c + (size_t)row * g->ldc + col, g->ldc, mr, nr, p0 > 0,
+                               g->alpha, g->beta, last, g->e, row, col);
+                }
             }
+            t += group;
         }
         if (g->k == 0) break;
     }
@@ -185,7 +258,7 @@ static void run_task(const gemm_job *g, int task) {
 void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float *bp, float beta, float *c, int ldc,
                  const gemm_epilogue *e, int parallel) {
     if (m <= 0 || n <= 0) return;
-    gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, beta, ap, bp, c, ldc, e};
+    gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, beta, ap, bp, c, ldc, e, gemm_isa_avx512()};
     g.nmb = (g.ms + MB_MAX - 1) / MB_MAX, g.mb = (g.ms + g.nmb - 1) / g.nmb;
     g.nnb = (g.ns + NB_MAX - 1) / NB_MAX, g.nb = (g.ns + g.nnb - 1) / g.nnb;
     int tasks = g.nmb * g.nnb;

@@ -61,6 +61,10 @@ void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const floa
 void gemm_reference(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                     const float *b, int ldb, float beta, float *c, int ldc);
 void gemm_set_threads(int threads);
+/* 1 when the AVX-512 micro-kernel runs (CPU has it and SEGATTN_ISA is not "avx2"); gemm_force_isa picks
+ * one for tests. The kernels give identical bits. */
+int gemm_isa_avx512(void);
+void gemm_force_isa(int avx512);
 
 /* The blocked GEMM on packed operands. A packs as ceil(m/6) slivers of k×6 floats (row r of the sliver at
  * [p·6 + r]), B as ceil(n/16) slivers of k×16 floats; both zero-padded, 32-byte aligned. The epilogue (NULL

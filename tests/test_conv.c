@@ -116,6 +116,27 @@ START_TEST(gemm_sweep) {
 }
 END_TEST
 
+/* The AVX-512 kernel (groups of 1–3 B slivers) and the AVX2 one must give the same bits, with several K
+ * blocks, ragged edges and every group size. Skipped where the CPU has no AVX-512. */
+START_TEST(gemm_isa_kernels_identical) {
+    if (!gemm_isa_avx512()) return;
+    static const int dims[][3] = {{6, 48, 5}, {13, 80, 300}, {7, 33, 600}, {64, 129, 513}, {1, 17, 1}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        int m = dims[i][0], n = dims[i][1], k = dims[i][2];
+        float *a = malloc((size_t)m * k * 4), *b = malloc((size_t)k * n * 4);
+        float *c1 = malloc((size_t)m * n * 4), *c2 = malloc((size_t)m * n * 4);
+        fill(a, (size_t)m * k, 11), fill(b, (size_t)k * n, 12), fill(c1, (size_t)m * n, 13);
+        memcpy(c2, c1, (size_t)m * n * 4);
+        gemm(0, 0, m, n, k, 1.f, a, k, b, n, 0.5f, c1, n);
+        gemm_force_isa(0);
+        gemm(0, 0, m, n, k, 1.f, a, k, b, n, 0.5f, c2, n);
+        gemm_force_isa(1);
+        ck_assert_msg(memcmp(c1, c2, (size_t)m * n * 4) == 0, "avx512 and avx2 differ at %dx%dx%d", m, n, k);
+        free(a), free(b), free(c1), free(c2);
+    }
+}
+END_TEST
+
 START_TEST(resize_matches_pytorch_rule) {
     /* 2 → 4 with align_corners false: PyTorch gives 1, 1.25, 1.75, 2 for [1, 2]. */
     float src[2] = {1, 2}, dst[4];
@@ -150,6 +171,7 @@ Suite *conv_suite(void) {
     tcase_add_test(t, conv_large_band);
     tcase_add_test(t, winograd_sweep);
     tcase_add_test(t, gemm_sweep);
+    tcase_add_test(t, gemm_isa_kernels_identical);
     tcase_add_test(t, resize_matches_pytorch_rule);
     tcase_add_test(t, adaptive_pool_overlapping_bins);
     suite_add_tcase(s, t);
