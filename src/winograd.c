@@ -147,6 +147,32 @@ static void input_tiles(const conv2d *c, tensor in, int ch, const int *org, int 
     input_tiles8(c, in, ch, org + 16, nt > 8 ? nt - 8 : 0, v + 8, xi_stride);
 }
 
+/* Y (16 values × LANES tiles) of output channel o into the output, + bias, + residual, ReLU. */
+static void scatter_tiles(const conv2d *c, tensor out, const tensor *res, int o, const int *org, int nt,
+                          float y[16][LANES]) {
+    size_t plane = tensor_plane(out);
+    float *dst = out.d + (size_t)o * plane;
+    const float *rs = res ? res->d + (size_t)o * plane : NULL;
+    float bias = c->b[o];
+    int dl = c->dil;
+    for (int l = 0; l < nt; l++) {
+        int oy = org[2 * l], ox = org[2 * l + 1];
+        for (int r = 0; r < 4; r++) {
+            int yy = oy + r * dl;
+            if (yy >= out.h) break;
+            for (int q = 0; q < 4; q++) {
+                int xx = ox + q * dl;
+                if (xx >= out.w) break;
+                size_t at = (size_t)yy * out.w + xx;
+                float v = y[r * 4 + q][l] + bias;
+                if (rs) v += rs[at];
+                dst[at] = c->relu ? (v > 0.f ? v : 0.f) : v;
+            }
+        }
+    }
+}
+
+
 /* 16 tiles of output channel o: M[ξ][o][tiles] → Y = Aᵀ M A, + bias, + residual, ReLU. */
 static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, const int *org, int nt, const float *m,
                          size_t xi_stride) {
@@ -173,26 +199,96 @@ static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, 
             y[r * 4 + 2][l] = s12 + 4.f * s34;
             y[r * 4 + 3][l] = d12 + 8.f * d34 + m5;
         }
-    size_t plane = tensor_plane(out);
-    float *dst = out.d + (size_t)o * plane;
-    const float *rs = res ? res->d + (size_t)o * plane : NULL;
-    float bias = c->b[o];
+    scatter_tiles(c, out, res, o, org, nt, y);
+}
+
+/* The same transforms with 16-lane AVX-512 vectors (one packed-B sliver per call). Same operations in
+ * the same order as the AVX2/scalar code, so the bits do not depend on which one runs. */
+#define AVX512_FN __attribute__((target("avx512f")))
+
+static inline AVX512_FN void bt6_512(const __m512 *x, __m512 *y, int step) {
+    const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f), two = _mm512_set1_ps(2.f);
+    __m512 x0 = x[0], x1 = x[step], x2 = x[2 * step], x3 = x[3 * step], x4 = x[4 * step], x5 = x[5 * step];
+    y[0] = _mm512_fmadd_ps(four, x0, _mm512_fnmadd_ps(five, x2, x4));
+    y[step] = _mm512_fnmadd_ps(four, _mm512_add_ps(x1, x2), _mm512_add_ps(x3, x4));
+    y[2 * step] = _mm512_fmadd_ps(four, _mm512_sub_ps(x1, x2), _mm512_sub_ps(x4, x3));
+    y[3 * step] = _mm512_fmadd_ps(two, _mm512_sub_ps(x3, x1), _mm512_sub_ps(x4, x2));
+    y[4 * step] = _mm512_fmadd_ps(two, _mm512_sub_ps(x1, x3), _mm512_sub_ps(x4, x2));
+    y[5 * step] = _mm512_fmadd_ps(four, x1, _mm512_fnmadd_ps(five, x3, x5));
+}
+
+static AVX512_FN void input_tiles_avx512(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v,
+                                         size_t xi_stride) {
+    __m512 d[WT], t[WT];
+    const float *src = in.d + (size_t)ch * in.h * in.w;
     int dl = c->dil;
-    for (int l = 0; l < nt; l++) {
-        int oy = org[2 * l], ox = org[2 * l + 1];
-        for (int r = 0; r < 4; r++) {
-            int yy = oy + r * dl;
-            if (yy >= out.h) break;
-            for (int q = 0; q < 4; q++) {
-                int xx = ox + q * dl;
-                if (xx >= out.w) break;
-                size_t at = (size_t)yy * out.w + xx;
-                float v = y[r * 4 + q][l] + bias;
-                if (rs) v += rs[at];
-                dst[at] = c->relu ? (v > 0.f ? v : 0.f) : v;
-            }
+    _Alignas(64) int oy[16], ox[16];
+    for (int l = 0; l < 16; l++) {
+        oy[l] = l < nt ? org[2 * l] - c->pad : -(6 * dl + 1); /* lanes past nt: every row outside */
+        ox[l] = l < nt ? org[2 * l + 1] - c->pad : 0;
+    }
+    __m512i vy = _mm512_load_si512(oy), vx = _mm512_load_si512(ox);
+    __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(vy, _mm512_set1_epi32(in.w)), vx);
+    __m512i hmax = _mm512_set1_epi32(in.h), wmax = _mm512_set1_epi32(in.w), zero_i = _mm512_setzero_si512();
+    __mmask16 colmask[6];
+    for (int q = 0; q < 6; q++) {
+        __m512i x = _mm512_add_epi32(vx, _mm512_set1_epi32(q * dl));
+        colmask[q] = _mm512_cmpge_epi32_mask(x, zero_i) & _mm512_cmplt_epi32_mask(x, wmax);
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < 6; r++) {
+        __m512i y = _mm512_add_epi32(vy, _mm512_set1_epi32(r * dl));
+        __mmask16 rowmask = _mm512_cmpge_epi32_mask(y, zero_i) & _mm512_cmplt_epi32_mask(y, hmax);
+        __m512i rowidx = _mm512_add_epi32(base, _mm512_set1_epi32(r * dl * in.w));
+        for (int q = 0; q < 6; q++) {
+            __m512i idx = _mm512_add_epi32(rowidx, _mm512_set1_epi32(q * dl));
+            d[r * 6 + q] = _mm512_mask_i32gather_ps(zero, rowmask & colmask[q], idx, src, 4);
         }
     }
+    for (int q = 0; q < 6; q++) bt6_512(d + q, t + q, 6); /* columns */
+    for (int r = 0; r < 6; r++) bt6_512(t + r * 6, d + r * 6, 1); /* rows */
+    for (int k = 0; k < WT; k++) _mm512_storeu_ps(v + (size_t)k * xi_stride, d[k]);
+}
+
+/* Aᵀ along one dimension of 6 → 4, as the scalar code: ((m0 + s12) + s34), d12 + 2·d34, s12 + 4·s34,
+ * (d12 + 8·d34) + m5, products rounded before the sums (C contracts nothing here: -std=c11). */
+static inline AVX512_FN void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4, __m512 m5, __m512 *y,
+                                     int step) {
+    __m512 s12 = _mm512_add_ps(m1, m2), d12 = _mm512_sub_ps(m1, m2), s34 = _mm512_add_ps(m3, m4),
+           d34 = _mm512_sub_ps(m3, m4);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m0, s12), s34);
+    y[step] = _mm512_add_ps(d12, _mm512_mul_ps(_mm512_set1_ps(2.f), d34));
+    y[2 * step] = _mm512_add_ps(s12, _mm512_mul_ps(_mm512_set1_ps(4.f), s34));
+    y[3 * step] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(_mm512_set1_ps(8.f), d34)), m5);
+}
+
+static AVX512_FN void output_tiles_avx512(const conv2d *c, tensor out, const tensor *res, int o, const int *org,
+                                          int nt, const float *m, size_t xi_stride) {
+    __m512 t[24];
+    for (int q = 0; q < 6; q++) /* columns: t = Aᵀ m (4 × 6) */
+        at6_512(_mm512_loadu_ps(m + (size_t)q * xi_stride), _mm512_loadu_ps(m + (size_t)(6 + q) * xi_stride),
+                _mm512_loadu_ps(m + (size_t)(12 + q) * xi_stride), _mm512_loadu_ps(m + (size_t)(18 + q) * xi_stride),
+                _mm512_loadu_ps(m + (size_t)(24 + q) * xi_stride), _mm512_loadu_ps(m + (size_t)(30 + q) * xi_stride),
+                t + q, 6);
+    _Alignas(64) float y[16][LANES];
+    for (int r = 0; r < 4; r++) {
+        __m512 yr[4];
+        at6_512(t[r * 6], t[r * 6 + 1], t[r * 6 + 2], t[r * 6 + 3], t[r * 6 + 4], t[r * 6 + 5], yr, 1);
+        for (int q = 0; q < 4; q++) _mm512_store_ps(y[r * 4 + q], yr[q]);
+    }
+    scatter_tiles(c, out, res, o, org, nt, y);
+}
+
+/* One packed-B sliver of tiles in, one channel's tiles out: the AVX-512 code where the GEMM uses it. */
+static void input_sliver(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride) {
+    if (gemm_isa_avx512()) input_tiles_avx512(c, in, ch, org, nt, v, xi_stride);
+    else input_tiles(c, in, ch, org, nt, v, xi_stride);
+}
+
+static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o, const int *org, int nt,
+                          const float *m, size_t xi_stride) {
+    if (gemm_isa_avx512()) output_tiles_avx512(c, out, res, o, org, nt, m, xi_stride);
+    else output_tiles(c, out, res, o, org, nt, m, xi_stride);
 }
 
 static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual,
@@ -205,7 +301,7 @@ static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor o
 #pragma omp for schedule(dynamic, 4)
         for (int job = 0; job < ns * c->cin; job++) {
             int s = job / c->cin, ch = job % c->cin, t0 = s * LANES;
-            input_tiles(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+            input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                         v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
         }
 #pragma omp for schedule(dynamic)
@@ -215,7 +311,7 @@ static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor o
 #pragma omp for schedule(dynamic, 4)
         for (int job = 0; job < ns * c->cout; job++) {
             int s = job / c->cout, o = job % c->cout, t0 = s * LANES;
-            output_tiles(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+            output_sliver(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                          m + (size_t)o * T + t0, mstride);
         }
     }
@@ -241,7 +337,7 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
         for (int s = 0; s < ns; s++) {
             int t0 = s * LANES;
             for (int ch = 0; ch < c->cin; ch++)
-                input_tiles(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
         }
         for (int x = 0; x < WT; x++)
@@ -250,7 +346,7 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
         for (int s = 0; s < ns; s++) {
             int t0 = s * LANES;
             for (int o = 0; o < c->cout; o++)
-                output_tiles(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                output_sliver(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                              m + (size_t)o * T + t0, mstride);
         }
     }
