@@ -69,7 +69,7 @@ void conv_fold_affine(conv2d *c, int o, double scale, double shift) {
 }
 
 void conv_free(conv2d *c) {
-    free(c->w), free(c->b), free(c->packed), free(c->wino);
+    free(c->w), free(c->b), gemm_free(c->packed), gemm_free(c->wino);
     c->w = c->b = c->packed = c->wino = NULL;
     c->prepared = 0;
 }
@@ -124,7 +124,7 @@ static int winograd_path(const conv2d *c) { return use_winograd && winograd_appl
 static void conv_prepare(const conv2d *cc) {
     conv2d *c = (conv2d *)cc;
     if (c->prepared == 1 + use_winograd || (c->prepared && !c->w)) return; /* the source may be gone */
-    free(c->packed), free(c->wino);
+    gemm_free(c->packed), gemm_free(c->wino);
     c->packed = c->wino = NULL;
     if (winograd_path(c)) {
         c->wino = winograd_transform_weights(c);

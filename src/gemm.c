@@ -18,15 +18,41 @@
 #define MB_MAX 16 /* A slivers per task (96 rows, ≤ 96 KiB of A in L2 per K block) */
 #define NB_MAX 8  /* B slivers per task (128 columns) */
 
+/* Every block carries a 64-byte header: how it was made and how long it is. Big ones (packed weights) come
+ * straight from mmap, so that their pages go back to the system when freed (malloc would keep them in its
+ * heap and the peak RSS would carry freed source weights) and the aligned inside can use 2 MiB pages. */
+#define HDR 64
+#define MMAP_FROM (1u << 20)
+typedef struct {
+    size_t len;
+    int mapped;
+} block_header;
+
 float *gemm_alloc(size_t floats) {
     size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    if (bytes < (4u << 20)) return aligned_alloc(64, bytes ? bytes : 64);
-    /* Big packed weights: 2 MiB pages where the kernel allows them, so that first touch costs 1/512 of the
-     * page faults. */
-    bytes = (bytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-    float *p = aligned_alloc(2u << 20, bytes);
-    if (p) madvise(p, bytes, MADV_HUGEPAGE);
-    return p;
+    char *base;
+    block_header h = {0, bytes >= MMAP_FROM};
+    if (h.mapped) {
+        h.len = (4096 + bytes + 4095) / 4096 * 4096; /* one page in front holds the header */
+        base = mmap(NULL, h.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) return NULL;
+        madvise(base, h.len, MADV_HUGEPAGE);
+        base += 4096 - HDR;
+    } else {
+        base = aligned_alloc(64, HDR + (bytes ? bytes : 64));
+        if (!base) return NULL;
+    }
+    memcpy(base, &h, sizeof h);
+    return (float *)(base + HDR);
+}
+
+void gemm_free(float *p) {
+    if (!p) return;
+    block_header h;
+    char *base = (char *)p - HDR;
+    memcpy(&h, base, sizeof h);
+    if (h.mapped) munmap(base - (4096 - HDR), h.len);
+    else free(base);
 }
 
 size_t gemm_packed_a_floats(int m, int k) { return (size_t)((m + MR - 1) / MR) * MR * (size_t)k; }
@@ -316,7 +342,7 @@ void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const floa
     gemm_pack_a(trans_a, m, k, a, lda, ap);
     dense_b d = {trans_b, k, b, ldb};
     gemm_panels(m, n, k, alpha, ap, fill_dense, &d, beta, c, ldc, NULL, NULL);
-    free(ap);
+    gemm_free(ap);
 }
 
 void gemm_reference(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,

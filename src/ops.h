@@ -77,8 +77,9 @@ typedef struct {
     const float *bias, *res;
     int ldr, relu;
 } gemm_epilogue;
-/* 64-byte aligned floats for packed operands (huge pages for big ones); release with free(). */
+/* 64-byte aligned floats for packed operands (mmap and huge pages for big ones); release with gemm_free. */
 float *gemm_alloc(size_t floats);
+void gemm_free(float *p);
 size_t gemm_packed_a_floats(int m, int k);
 size_t gemm_packed_b_floats(int k, int n);
 void gemm_pack_a(int trans, int m, int k, const float *a, int lda, float *ap);

@@ -81,8 +81,9 @@ static int batch_tiles(const conv2d *c, int ntiles, int threads) {
     }
     if (t < 2 * LANES) t = 2 * LANES;
     if (t > 32 * LANES) t = 32 * LANES;
-    int need = (ntiles + LANES - 1) / LANES * LANES;
-    return t < need ? t : need;
+    /* Equal batches: as many passes over U as the budget needs, and no more scratch than they take. */
+    int slivers = (ntiles + LANES - 1) / LANES, per = t / LANES, batches = (slivers + per - 1) / per;
+    return (slivers + batches - 1) / batches * LANES;
 }
 
 static size_t thread_floats(const conv2d *c, int T) { return (size_t)WT * ((size_t)T * (c->cin + c->cout) + 32) + 16; }
