@@ -2,8 +2,10 @@
  *
  * A dilated conv (dilation d) is d×d undilated convs on the dilation-interleaved sub-grids, so a tile is
  * 4×4 outputs spaced d apart (origin oy, ox) fed by 6×6 inputs spaced d apart from (oy − pad, ox − pad).
- * Weights are transformed once (U = G g Gᵀ, 36 matrices cout × cin, packed as GEMM A operands). Tiles
- * stream through in batches: input transform V = Bᵀ d B into 36 packed B operands (cin × batch), 36 GEMMs
+ * The weights' transform U = G g Gᵀ is 36 matrices cout × cin (packed as GEMM A operands), 4× the plain
+ * weights: small convs keep it, big ones keep g and rebuild U in L2-sized pieces per batch (the lean
+ * schedule), which is as fast and keeps the model's weights at their plain size. Tiles stream through in
+ * batches: input transform V = Bᵀ d B into 36 packed B operands (cin × batch), 36 GEMMs
  * M = U·V, output transform Y = Aᵀ M A with bias, residual and ReLU fused. Every stage splits work among
  * threads by whole output values, so the result does not depend on the thread count. */
 #include <immintrin.h>
@@ -27,7 +29,7 @@ static const double G[6][3] = {{1. / 4, 0, 0},         {-1. / 6, -1. / 6, -1. / 
  * the weight transform (and of the GEMMs) do not all fall into the same cache sets. */
 static size_t xi_stride(const conv2d *c) { return gemm_packed_a_floats(c->cout, c->cin) + 16; }
 
-float *winograd_transform_weights(const conv2d *c) {
+static float *transform_all(const conv2d *c) {
     size_t xs = xi_stride(c);
     float *u = gemm_alloc(WT * xs);
     if (!u) return NULL;
@@ -60,39 +62,111 @@ static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
     return n;
 }
 
-/* Two schedules. Small weights (U under 8 MiB): every thread takes whole batches of tiles in its own
- * buffers, no barrier inside the conv. Big weights (the dilated 256/512-channel stages, few tiles): all
- * threads share one big batch, split by ξ for the GEMMs, so that U streams from memory once per batch. */
-#define SHARED_U_BYTES (8u << 20)
-#define SHARED_BATCH_BYTES (24u << 20)
+/* Two schedules. Small weights (U under 8 MiB): U is transformed once at load and every thread takes
+ * whole batches of tiles in its own buffers, no barrier inside the conv. Big weights (the 256/512-channel
+ * stages, few tiles): the lean schedule below, which never stores U. */
+#define LEAN_U_BYTES (8u << 20)
+#define LEAN_V_BYTES (16u << 20) /* the shared V of one batch of tiles */
 
-static int shared_schedule(const conv2d *c) { return (size_t)WT * c->cin * c->cout * sizeof(float) > SHARED_U_BYTES; }
+static int lean_schedule(const conv2d *c) { return (size_t)WT * c->cin * c->cout * sizeof(float) > LEAN_U_BYTES; }
 
 /* Tiles per batch: within the budget, and for per-thread batches at least two per thread where there are
  * enough tiles, so that a thread held up elsewhere does not hold up the conv. */
 static int batch_tiles(const conv2d *c, int ntiles, int threads) {
-    size_t per_tile = (size_t)WT * (c->cin + c->cout) * sizeof(float);
-    int shared = shared_schedule(c);
-    int t = (int)((shared ? SHARED_BATCH_BYTES : BATCH_BYTES) / per_tile) / LANES * LANES;
-    if (!shared) {
+    int lean = lean_schedule(c);
+    size_t per_tile = (size_t)WT * (lean ? c->cin : c->cin + c->cout) * sizeof(float);
+    int t = (int)((lean ? LEAN_V_BYTES : BATCH_BYTES) / per_tile) / LANES * LANES;
+    if (!lean) {
         int share = (ntiles + 2 * threads - 1) / (2 * threads);
         share = (share + LANES - 1) / LANES * LANES;
         if (t > share) t = share;
     }
     if (t < 2 * LANES) t = 2 * LANES;
     if (t > 32 * LANES) t = 32 * LANES;
-    /* Equal batches: as many passes over U as the budget needs, and no more scratch than they take. */
+    /* Equal batches: as many passes over the weights as the budget needs, and no more scratch than they take. */
     int slivers = (ntiles + LANES - 1) / LANES, per = t / LANES, batches = (slivers + per - 1) / per;
     return (slivers + batches - 1) / batches * LANES;
 }
 
 static size_t thread_floats(const conv2d *c, int T) { return (size_t)WT * ((size_t)T * (c->cin + c->cout) + 32) + 16; }
 
+/* Lean layout: output channels in blocks of A slivers, at least one block per thread and about 8 slivers
+ * (48 rows) each, so that every V value loaded from L3 feeds 48 rows of FMAs. */
+typedef struct {
+    int blocks, max_slivers;
+    size_t vstride, ustride, mstride, per_thread;
+} lean_plan;
+
+static lean_plan plan_lean(const conv2d *c, int T, int threads) {
+    lean_plan p;
+    int ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
+    p.blocks = threads * ((ms + 8 * threads - 1) / (8 * threads));
+    if (p.blocks > ms) p.blocks = ms;
+    p.max_slivers = (ms + p.blocks - 1) / p.blocks;
+    p.vstride = (size_t)T * c->cin + 16;
+    p.ustride = (size_t)p.max_slivers * GEMM_MR * c->cin + 16;
+    p.mstride = (size_t)p.max_slivers * GEMM_MR * T + 16;
+    p.per_thread = 6 * p.ustride + WT * p.mstride;
+    return p;
+}
+
 size_t winograd_scratch_floats(const conv2d *c, tensor in) {
     int oh, ow, threads = omp_get_max_threads();
     conv_out_size(c, in.h, in.w, &oh, &ow);
     int n = count_tiles(c, oh, ow, NULL), t = batch_tiles(c, n, threads);
-    return thread_floats(c, t) * (shared_schedule(c) ? 1 : threads) + 2 * (size_t)n + 64;
+    size_t work;
+    if (lean_schedule(c)) {
+        lean_plan p = plan_lean(c, t, threads);
+        work = WT * p.vstride + threads * p.per_thread;
+    } else {
+        work = thread_floats(c, t) * threads;
+    }
+    return work + 2 * (size_t)n + 64;
+}
+
+/* The 9 taps of g as 9 packed A operands per sliver: tap k of sliver s at g[(s·9 + k)·cin·6], row r of
+ * input channel i at [i·6 + r]. The same layout as U's, so that U[ξ] of a sliver is a sum of its taps. */
+static float *pack_taps(const conv2d *c) {
+    int ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
+    size_t tap = (size_t)c->cin * GEMM_MR;
+    float *g = gemm_alloc((size_t)ms * 9 * tap + 16);
+    if (!g) return NULL;
+    memset(g, 0, ((size_t)ms * 9 * tap + 16) * sizeof(float));
+    for (int o = 0; o < c->cout; o++)
+        for (int i = 0; i < c->cin; i++)
+            for (int k = 0; k < 9; k++)
+                g[((size_t)(o / GEMM_MR) * 9 + k) * tap + (size_t)i * GEMM_MR + o % GEMM_MR] = c->w[((size_t)o * c->cin + i) * 9 + k];
+    return g;
+}
+
+float *winograd_transform_weights(const conv2d *c) { return lean_schedule(c) ? pack_taps(c) : transform_all(c); }
+
+/* U[ξ] for ξ = 6r + q, q = 0..5, of slivers [s0, s1): u + q·ustride, packed A of (s1 − s0) slivers.
+ * U = G g Gᵀ row r: t_b = Σ_a G[r][a]·g[a][b], then U_q = Σ_b t_b·G[q][b], in float. */
+static void transform_row(const conv2d *c, const float *g, int s0, int s1, int r, float *u, size_t ustride) {
+    size_t tap = (size_t)c->cin * GEMM_MR;
+    float gr0 = (float)G[r][0], gr1 = (float)G[r][1], gr2 = (float)G[r][2], gq[6][3];
+    for (int q = 0; q < 6; q++)
+        for (int b = 0; b < 3; b++) gq[q][b] = (float)G[q][b];
+    for (int s = s0; s < s1; s++) {
+        const float *restrict gs = g + (size_t)s * 9 * tap;
+        float *restrict us = u + (size_t)(s - s0) * tap;
+        for (size_t j0 = 0; j0 < tap; j0 += 96) { /* 96 floats: 16 input channels of the sliver */
+            size_t nj = tap - j0 < 96 ? tap - j0 : 96;
+            _Alignas(64) float t0[96], t1[96], t2[96];
+            for (size_t j = 0; j < nj; j++) {
+                const float *x = gs + j0 + j;
+                t0[j] = gr0 * x[0] + gr1 * x[3 * tap] + gr2 * x[6 * tap];
+                t1[j] = gr0 * x[tap] + gr1 * x[4 * tap] + gr2 * x[7 * tap];
+                t2[j] = gr0 * x[2 * tap] + gr1 * x[5 * tap] + gr2 * x[8 * tap];
+            }
+            for (int q = 0; q < 6; q++) {
+                float q0 = gq[q][0], q1 = gq[q][1], q2 = gq[q][2];
+                float *restrict uq = us + q * ustride + j0;
+                for (size_t j = 0; j < nj; j++) uq[j] = t0[j] * q0 + t1[j] * q1 + t2[j] * q2;
+            }
+        }
+    }
 }
 
 /* y = Bᵀ x along one dimension of 6, for 8 tiles at once. */
@@ -292,10 +366,15 @@ static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o,
     else output_tiles(c, out, res, o, org, nt, m, xi_stride);
 }
 
-static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual,
-                            float *scratch, const int *org, int n, int T) {
-    size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16;
-    float *v = scratch, *m = v + (size_t)WT * vstride;
+/* Lean schedule: per batch of tiles, all threads fill the shared V; then each thread takes whole blocks of
+ * output channels: for each row r of ξ it transforms the 6 U[ξ] of its block (an L2-sized buffer), runs
+ * their 6 GEMMs into its own M, and at the end transforms its channels' outputs. U is never stored
+ * whole: the weights stay at 9 floats per (cout, cin) pair instead of 36. */
+static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out, const tensor *residual,
+                          float *scratch, const int *org, int n, int T) {
+    int threads = omp_get_max_threads(), ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
+    lean_plan p = plan_lean(c, T, threads);
+    float *v = scratch, *work = v + WT * p.vstride;
 #pragma omp parallel
     for (int b0 = 0; b0 < n; b0 += T) {
         int nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
@@ -303,17 +382,25 @@ static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor o
         for (int job = 0; job < ns * c->cin; job++) {
             int s = job / c->cin, ch = job % c->cin, t0 = s * LANES;
             input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                        v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
+                         v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride);
         }
 #pragma omp for schedule(dynamic)
-        for (int x = 0; x < WT; x++)
-            gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
-                        m + (size_t)x * mstride, T, NULL, 0);
-#pragma omp for schedule(dynamic, 4)
-        for (int job = 0; job < ns * c->cout; job++) {
-            int s = job / c->cout, o = job % c->cout, t0 = s * LANES;
-            output_sliver(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                         m + (size_t)o * T + t0, mstride);
+        for (int bi = 0; bi < p.blocks; bi++) {
+            float *u = work + p.per_thread * omp_get_thread_num(), *m = u + 6 * p.ustride;
+            int s0 = bi * ms / p.blocks, s1 = (bi + 1) * ms / p.blocks, o0 = s0 * GEMM_MR;
+            int rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
+            for (int r = 0; r < 6; r++) {
+                transform_row(c, g, s0, s1, r, u, p.ustride);
+                for (int q = 0; q < 6; q++)
+                    gemm_packed(rows, ns * LANES, c->cin, 1.f, u + (size_t)q * p.ustride, v + (size_t)(6 * r + q) * p.vstride,
+                                0.f, m + (size_t)(6 * r + q) * p.mstride, T, NULL, 0);
+            }
+            for (int s = 0; s < ns; s++) {
+                int t0 = s * LANES;
+                for (int o = 0; o < rows; o++)
+                    output_sliver(c, out, residual, o0 + o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                                  m + (size_t)o * T + t0, p.mstride);
+            }
         }
     }
 }
@@ -322,13 +409,15 @@ static void winograd_shared(const conv2d *c, const float *u, tensor in, tensor o
  * transform) in its own buffers. */
 void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
     int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n, threads);
-    int shared = shared_schedule(c);
-    int *org = (int *)(scratch + thread_floats(c, T) * (shared ? 1 : threads));
-    count_tiles(c, out.h, out.w, org);
-    if (shared) {
-        winograd_shared(c, u, in, out, residual, scratch, org, n, T);
+    if (lean_schedule(c)) {
+        lean_plan p = plan_lean(c, T, threads);
+        int *org = (int *)(scratch + WT * p.vstride + threads * p.per_thread);
+        count_tiles(c, out.h, out.w, org);
+        winograd_lean(c, u, in, out, residual, scratch, org, n, T);
         return;
     }
+    int *org = (int *)(scratch + thread_floats(c, T) * threads);
+    count_tiles(c, out.h, out.w, org);
     size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16; /* off the 4 KiB grid */
     int batches = (n + T - 1) / T;
 #pragma omp parallel for schedule(dynamic, 1)
