@@ -81,7 +81,10 @@ static int batch_tiles(const conv2d *c, int ntiles, int threads) {
         share = (share + LANES - 1) / LANES * LANES;
         if (t > share) t = share;
     }
-    if (t < 2 * LANES) t = 2 * LANES;
+    /* Lean batches of at least 6 slivers (two full groups of the AVX-512 kernel), even where V then passes
+     * the budget (cin ≥ 1024): fewer tiles would rebuild U too often and feed the GEMM thin B panels. */
+    int least = lean ? 6 * LANES : 2 * LANES;
+    if (t < least) t = least;
     if (t > 32 * LANES) t = 32 * LANES;
     /* Equal batches: as many passes over the weights as the budget needs, and no more scratch than they take. */
     int slivers = (ntiles + LANES - 1) / LANES, per = t / LANES, batches = (slivers + per - 1) / per;
