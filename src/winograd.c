@@ -382,8 +382,8 @@ static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out
     for (int b0 = 0; b0 < n; b0 += T) {
         int nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
 #pragma omp for schedule(dynamic, 4)
-        for (int job = 0; job < ns * c->cin; job++) {
-            int s = job / c->cin, ch = job % c->cin, t0 = s * LANES;
+        for (int job = 0; job < ns * c->cin; job++) { /* channel-major: one plane stays in L1 for all slivers */
+            int ch = job / ns, s = job % ns, t0 = s * LANES;
             input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                          v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride);
         }
@@ -398,12 +398,12 @@ static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out
                     gemm_packed(rows, ns * LANES, c->cin, 1.f, u + (size_t)q * p.ustride, v + (size_t)(6 * r + q) * p.vstride,
                                 0.f, m + (size_t)(6 * r + q) * p.mstride, T, NULL, 0);
             }
-            for (int s = 0; s < ns; s++) {
-                int t0 = s * LANES;
-                for (int o = 0; o < rows; o++)
+            for (int o = 0; o < rows; o++)
+                for (int s = 0; s < ns; s++) {
+                    int t0 = s * LANES;
                     output_sliver(c, out, residual, o0 + o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
                                   m + (size_t)o * T + t0, p.mstride);
-            }
+                }
         }
     }
 }
@@ -427,20 +427,20 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
     for (int bi = 0; bi < batches; bi++) {
         float *v = scratch + thread_floats(c, T) * omp_get_thread_num(), *m = v + (size_t)WT * vstride;
         int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
-        for (int s = 0; s < ns; s++) {
-            int t0 = s * LANES;
-            for (int ch = 0; ch < c->cin; ch++)
+        for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
+            for (int s = 0; s < ns; s++) {
+                int t0 = s * LANES;
                 input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                            v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
-        }
+                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
+            }
         for (int x = 0; x < WT; x++)
             gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
                         m + (size_t)x * mstride, T, NULL, 0);
-        for (int s = 0; s < ns; s++) {
-            int t0 = s * LANES;
-            for (int o = 0; o < c->cout; o++)
+        for (int o = 0; o < c->cout; o++)
+            for (int s = 0; s < ns; s++) {
+                int t0 = s * LANES;
                 output_sliver(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                             m + (size_t)o * T + t0, mstride);
-        }
+                              m + (size_t)o * T + t0, mstride);
+            }
     }
 }
