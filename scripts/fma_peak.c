@@ -1,49 +1,49 @@
-/* Measured single-precision FMA peak of this machine: every thread runs 12 independent chains of 8-wide
- * AVX2 fused multiply-adds (enough to cover the FMA latency on two ports) for about half a second; the
- * best of three rounds is printed as GFLOP/s (one FMA = 2 flops). Used by scripts/bench.sh.
+/* Measured single-precision FMA peak of this machine: every thread runs 12 independent chains of fused
+ * multiply-adds (enough to cover the FMA latency on two ports) for about half a second, with the widest
+ * vectors the CPU has (AVX-512 where present, as segattn's GEMM uses, else AVX2); the best of three rounds
+ * is printed as GFLOP/s (one FMA = 2 flops). Used by scripts/bench.sh.
  * build: cc -O2 -mavx2 -mfma -fopenmp scripts/fma_peak.c -o fma_peak;  run: ./fma_peak [threads] */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CHAINS 12
-
-static double chains(long iters, float seed) {
-    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    __m256 c0 = _mm256_set1_ps(seed), c1 = _mm256_set1_ps(seed + 1), c2 = _mm256_set1_ps(seed + 2),
-           c3 = _mm256_set1_ps(seed + 3), c4 = _mm256_set1_ps(seed + 4), c5 = _mm256_set1_ps(seed + 5),
-           c6 = _mm256_set1_ps(seed + 6), c7 = _mm256_set1_ps(seed + 7), c8 = _mm256_set1_ps(seed + 8),
-           c9 = _mm256_set1_ps(seed + 9), c10 = _mm256_set1_ps(seed + 10), c11 = _mm256_set1_ps(seed + 11);
-    for (long it = 0; it < iters; it++) {
-        c0 = _mm256_fmadd_ps(c0, a, b), c1 = _mm256_fmadd_ps(c1, a, b), c2 = _mm256_fmadd_ps(c2, a, b);
-        c3 = _mm256_fmadd_ps(c3, a, b), c4 = _mm256_fmadd_ps(c4, a, b), c5 = _mm256_fmadd_ps(c5, a, b);
-        c6 = _mm256_fmadd_ps(c6, a, b), c7 = _mm256_fmadd_ps(c7, a, b), c8 = _mm256_fmadd_ps(c8, a, b);
-        c9 = _mm256_fmadd_ps(c9, a, b), c10 = _mm256_fmadd_ps(c10, a, b), c11 = _mm256_fmadd_ps(c11, a, b);
-        __asm__ volatile("" : "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3), "+x"(c4), "+x"(c5));
-    }
-    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)),
-                             _mm256_add_ps(_mm256_add_ps(c4, c5), _mm256_add_ps(c6, c7)));
-    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(c8, c9), _mm256_add_ps(c10, c11)));
-    float out[8], sum = 0;
-    _mm256_storeu_ps(out, s);
-    for (int j = 0; j < 8; j++) sum += out[j];
+/* One chain body per vector width; V is the vector type, P the intrinsic prefix, L its lanes. */
+#define CHAINS_BODY(V, P, L)                                                                               \
+    const V a = P##_set1_ps(0.999999f), b = P##_set1_ps(1e-7f);                                            \
+    V c[12];                                                                                               \
+    for (int j = 0; j < 12; j++) c[j] = P##_set1_ps(seed + j);                                             \
+    for (long it = 0; it < iters; it++) {                                                                  \
+        c[0] = P##_fmadd_ps(c[0], a, b), c[1] = P##_fmadd_ps(c[1], a, b), c[2] = P##_fmadd_ps(c[2], a, b);    \
+        c[3] = P##_fmadd_ps(c[3], a, b), c[4] = P##_fmadd_ps(c[4], a, b), c[5] = P##_fmadd_ps(c[5], a, b);    \
+        c[6] = P##_fmadd_ps(c[6], a, b), c[7] = P##_fmadd_ps(c[7], a, b), c[8] = P##_fmadd_ps(c[8], a, b);    \
+        c[9] = P##_fmadd_ps(c[9], a, b), c[10] = P##_fmadd_ps(c[10], a, b), c[11] = P##_fmadd_ps(c[11], a, b); \
+    }                                                                                                      \
+    float out[L], sum = 0;                                                                                 \
+    for (int j = 0; j < 12; j++) {                                                                         \
+        P##_storeu_ps(out, c[j]);                                                                          \
+        for (int l = 0; l < L; l++) sum += out[l];                                                         \
+    }                                                                                                      \
     return sum; /* keeps the chains alive */
-}
+
+static double chains256(long iters, float seed) { CHAINS_BODY(__m256, _mm256, 8) }
+__attribute__((target("avx512f"))) static double chains512(long iters, float seed) { CHAINS_BODY(__m512, _mm512, 16) }
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     if (threads < 1) threads = 1;
     omp_set_num_threads(threads);
-    long iters = 100000000;
+    int wide = __builtin_cpu_supports("avx512f"), lanes = wide ? 16 : 8;
+    long iters = wide ? 50000000 : 100000000;
     double best = 0, sink = 0;
     for (int round = 0; round < 3; round++) {
         double t0 = omp_get_wtime();
 #pragma omp parallel reduction(+ : sink)
-        sink += chains(iters, (float)omp_get_thread_num());
-        double t = omp_get_wtime() - t0, gflops = 2.0 * 8 * CHAINS * (double)iters * threads / t / 1e9;
+        sink += wide ? chains512(iters, (float)omp_get_thread_num()) : chains256(iters, (float)omp_get_thread_num());
+        double t = omp_get_wtime() - t0, gflops = 2.0 * lanes * 12 * (double)iters * threads / t / 1e9;
         if (gflops > best) best = gflops;
     }
-    printf("{\"threads\": %d, \"fma_peak_gflops\": %.1f, \"sink\": %g}\n", threads, best, sink > 0 ? 1.0 : 0.0);
+    printf("{\"threads\": %d, \"vector_bits\": %d, \"fma_peak_gflops\": %.1f, \"sink\": %g}\n", threads, 32 * lanes, best,
+           sink > 0 ? 1.0 : 0.0);
     return 0;
 }

@@ -201,6 +201,26 @@ int gemm_isa_avx512(void) {
 
 void gemm_force_isa(int avx512) { use_avx512 = avx512 && __builtin_cpu_supports("avx512f"); }
 
+/* store_tile for a full-width sliver with 16-lane vectors: the same operations in the same order. */
+static AVX512_FN void store_tile16(const float *t, int ldt, float *c, int ldc, int mr, int mode, float alpha, float beta,
+                                   int last, const gemm_epilogue *e, int row, int col) {
+    int has_epi = last && e;
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        __m512 v = _mm512_load_ps(t + (size_t)i * ldt);
+        if (alpha != 1.f) v = _mm512_mul_ps(v, va);
+        if (mode) v = _mm512_add_ps(_mm512_loadu_ps(ci), v);
+        else if (beta != 0.f) v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_loadu_ps(ci)));
+        if (has_epi) {
+            if (e->bias) v = _mm512_add_ps(v, _mm512_set1_ps(e->bias[row + i]));
+            if (e->res) v = _mm512_add_ps(v, _mm512_loadu_ps(e->res + (size_t)(row + i) * e->ldr + col));
+            if (e->relu) v = _mm512_max_ps(v, zero);
+        }
+        _mm512_storeu_ps(ci, v);
+    }
+}
+
 /* Writes one MR×nr tile t (row stride ldt) to C. mode 0: C = alpha·acc + beta·C (C not read when beta is
  * 0); mode 1: C += alpha·acc. `last` applies the epilogue (bias per row, residual, ReLU). */
 static void store_tile(const float *t, int ldt, float *c, int ldc, int mr, int nr, int mode, float alpha, float beta,
@@ -271,8 +291,11 @@ static void run_task(const gemm_job *g, int task) {
                 else accumulate_avx2(kc, as, bs, tile, 3 * NR);
                 for (int q = 0; q < group; q++) {
                     int col = (t + q) * NR, nr = g->n - col < NR ? g->n - col : NR;
-                    store_tile(tile + q * NR, 3 * NR, g->c + (size_t)row * g->ldc + col, g->ldc, mr, nr, p0 > 0,
-                               g->alpha, g->beta, last, g->e, row, col);
+                    float *ct = g->c + (size_t)row * g->ldc + col;
+                    if (g->avx512 && nr == NR)
+                        store_tile16(tile + q * NR, 3 * NR, ct, g->ldc, mr, p0 > 0, g->alpha, g->beta, last, g->e, row, col);
+                    else
+                        store_tile(tile + q * NR, 3 * NR, ct, g->ldc, mr, nr, p0 > 0, g->alpha, g->beta, last, g->e, row, col);
                 }
             }
             t += group;
