@@ -10,6 +10,7 @@
  * threads by whole output values, so the result does not depend on the thread count. */
 #include <immintrin.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,14 @@
 #define WT 36
 #define LANES GEMM_NR
 #define BATCH_BYTES (6u << 20) /* V and M of one thread's batch of tiles */
+
+/* Where the 36 inputs of the 16 tiles of a sliver are in a channel plane, and which lie inside it: the
+ * same for every channel, so worked out once per conv instead of once per (sliver, channel). */
+typedef struct {
+    _Alignas(64) int32_t idx[WT][16];
+    uint16_t mask[WT];
+} gather_plan;
+#define PLAN_FLOATS ((sizeof(gather_plan) + 63) / 64 * 16)
 
 int winograd_applies(const conv2d *c) { return c->kh == 3 && c->kw == 3 && c->stride == 1; }
 
@@ -124,7 +133,7 @@ size_t winograd_scratch_floats(const conv2d *c, tensor in) {
     } else {
         work = thread_floats(c, t) * threads;
     }
-    return work + 2 * (size_t)n + 64;
+    return work + 2 * (size_t)n + 64 + (size_t)(n + LANES - 1) / LANES * PLAN_FLOATS;
 }
 
 /* The 9 taps of g as 9 packed A operands per sliver: tap k of sliver s at g[(s·9 + k)·cin·6], row r of
@@ -295,34 +304,28 @@ static inline AVX512_FN void bt6_512(const __m512 *x, __m512 *y, int step) {
     y[5 * step] = _mm512_fmadd_ps(four, x1, _mm512_fnmadd_ps(five, x3, x5));
 }
 
-static AVX512_FN void input_tiles_avx512(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v,
-                                         size_t xi_stride) {
-    __m512 d[WT], t[WT];
-    const float *src = in.d + (size_t)ch * in.h * in.w;
+
+/* The gather plan of one sliver (tiles org[0..nt), lanes past nt empty). */
+static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gather_plan *gp) {
     int dl = c->dil;
-    _Alignas(64) int oy[16], ox[16];
-    for (int l = 0; l < 16; l++) {
-        oy[l] = l < nt ? org[2 * l] - c->pad : -(6 * dl + 1); /* lanes past nt: every row outside */
-        ox[l] = l < nt ? org[2 * l + 1] - c->pad : 0;
-    }
-    __m512i vy = _mm512_load_si512(oy), vx = _mm512_load_si512(ox);
-    __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(vy, _mm512_set1_epi32(in.w)), vx);
-    __m512i hmax = _mm512_set1_epi32(in.h), wmax = _mm512_set1_epi32(in.w), zero_i = _mm512_setzero_si512();
-    __mmask16 colmask[6];
-    for (int q = 0; q < 6; q++) {
-        __m512i x = _mm512_add_epi32(vx, _mm512_set1_epi32(q * dl));
-        colmask[q] = _mm512_cmpge_epi32_mask(x, zero_i) & _mm512_cmplt_epi32_mask(x, wmax);
-    }
-    const __m512 zero = _mm512_setzero_ps();
-    for (int r = 0; r < 6; r++) {
-        __m512i y = _mm512_add_epi32(vy, _mm512_set1_epi32(r * dl));
-        __mmask16 rowmask = _mm512_cmpge_epi32_mask(y, zero_i) & _mm512_cmplt_epi32_mask(y, hmax);
-        __m512i rowidx = _mm512_add_epi32(base, _mm512_set1_epi32(r * dl * in.w));
-        for (int q = 0; q < 6; q++) {
-            __m512i idx = _mm512_add_epi32(rowidx, _mm512_set1_epi32(q * dl));
-            d[r * 6 + q] = _mm512_mask_i32gather_ps(zero, rowmask & colmask[q], idx, src, 4);
+    for (int k = 0; k < WT; k++) {
+        int r = k / 6, q = k % 6;
+        uint16_t m = 0;
+        for (int l = 0; l < 16; l++) {
+            int y = l < nt ? org[2 * l] - c->pad + r * dl : -1, x = l < nt ? org[2 * l + 1] - c->pad + q * dl : -1;
+            int inside = y >= 0 && y < in.h && x >= 0 && x < in.w;
+            gp->idx[k][l] = inside ? y * in.w + x : 0;
+            if (inside) m |= (uint16_t)(1u << l);
         }
+        gp->mask[k] = m;
     }
+}
+
+static AVX512_FN void input_tiles_avx512(const float *src, const gather_plan *gp, float *v, size_t xi_stride) {
+    __m512 d[WT], t[WT];
+    const __m512 zero = _mm512_setzero_ps();
+    for (int k = 0; k < WT; k++)
+        d[k] = _mm512_mask_i32gather_ps(zero, gp->mask[k], _mm512_load_si512(gp->idx[k]), src, 4);
     for (int q = 0; q < 6; q++) bt6_512(d + q, t + q, 6); /* columns */
     for (int r = 0; r < 6; r++) bt6_512(t + r * 6, d + r * 6, 1); /* rows */
     for (int k = 0; k < WT; k++) _mm512_storeu_ps(v + (size_t)k * xi_stride, d[k]);
@@ -358,8 +361,9 @@ static AVX512_FN void output_tiles_avx512(const conv2d *c, tensor out, const ten
 }
 
 /* One packed-B sliver of tiles in, one channel's tiles out: the AVX-512 code where the GEMM uses it. */
-static void input_sliver(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride) {
-    if (gemm_isa_avx512()) input_tiles_avx512(c, in, ch, org, nt, v, xi_stride);
+static void input_sliver(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride,
+                         const gather_plan *gp) {
+    if (gp) input_tiles_avx512(in.d + (size_t)ch * in.h * in.w, gp, v, xi_stride);
     else input_tiles(c, in, ch, org, nt, v, xi_stride);
 }
 
@@ -374,7 +378,7 @@ static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o,
  * their 6 GEMMs into its own M, and at the end transforms its channels' outputs. U is never stored
  * whole: the weights stay at 9 floats per (cout, cin) pair instead of 36. */
 static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out, const tensor *residual,
-                          float *scratch, const int *org, int n, int T) {
+                          float *scratch, const int *org, const gather_plan *plans, int n, int T) {
     int threads = omp_get_max_threads(), ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
     lean_plan p = plan_lean(c, T, threads);
     float *v = scratch, *work = v + WT * p.vstride;
@@ -385,7 +389,8 @@ static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out
         for (int job = 0; job < ns * c->cin; job++) { /* channel-major: one plane stays in L1 for all slivers */
             int ch = job / ns, s = job % ns, t0 = s * LANES;
             input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                         v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride);
+                         v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride,
+                         plans ? plans + (b0 + t0) / LANES : NULL);
         }
 #pragma omp for schedule(dynamic)
         for (int bi = 0; bi < p.blocks; bi++) {
@@ -412,15 +417,22 @@ static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out
  * transform) in its own buffers. */
 void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
     int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n, threads);
-    if (lean_schedule(c)) {
-        lean_plan p = plan_lean(c, T, threads);
-        int *org = (int *)(scratch + WT * p.vstride + threads * p.per_thread);
-        count_tiles(c, out.h, out.w, org);
-        winograd_lean(c, u, in, out, residual, scratch, org, n, T);
+    int lean = lean_schedule(c);
+    int *org = (int *)(scratch + (lean ? WT * plan_lean(c, T, threads).vstride + threads * plan_lean(c, T, threads).per_thread
+                                       : thread_floats(c, T) * threads));
+    count_tiles(c, out.h, out.w, org);
+    gather_plan *plans = NULL;
+    if (gemm_isa_avx512()) {
+        plans = (gather_plan *)(((uintptr_t)(org + 2 * n) + 63) & ~(uintptr_t)63);
+        int nplans = (n + LANES - 1) / LANES;
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int s = 0; s < nplans; s++)
+            plan_sliver(c, in, org + 2 * s * LANES, n - s * LANES < LANES ? n - s * LANES : LANES, plans + s);
+    }
+    if (lean) {
+        winograd_lean(c, u, in, out, residual, scratch, org, plans, n, T);
         return;
     }
-    int *org = (int *)(scratch + thread_floats(c, T) * threads);
-    count_tiles(c, out.h, out.w, org);
     size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16; /* off the 4 KiB grid */
     int batches = (n + T - 1) / T;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -431,7 +443,8 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
             for (int s = 0; s < ns; s++) {
                 int t0 = s * LANES;
                 input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride);
+                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride,
+                             plans ? plans + (b0 + t0) / LANES : NULL);
             }
         for (int x = 0; x < WT; x++)
             gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
