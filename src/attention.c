@@ -9,7 +9,7 @@
 
 #include "util.h"
 
-#define SCORE_BLOCK_FLOATS (1u << 20) /* query block × keys: 4 MiB of scores at a time, never N×N */
+#define SCORE_BLOCK_FLOATS (2u << 20) /* query block × keys: 8 MiB of scores at a time, never N×N */
 
 int attention_load_projection(weight_store *ws, conv2d *convs, int n, const char *prefix, int cin, int cout, int norm,
                               sa_error *err) {
@@ -142,7 +142,12 @@ void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float 
         gemm_packed(nb, nk, d, scale, qp, kp, 0.f, s, nk, NULL, par);
 #pragma omp parallel for schedule(static) if (par)
         for (int i = 0; i < nb; i++) softmax_row_fast(s + (size_t)i * nk, nk);
-        gemm_pack_b(1, nk, nb, s, nk, sp);
+        int slivers = (nb + GEMM_NR - 1) / GEMM_NR;
+#pragma omp parallel for schedule(static) if (par)
+        for (int t = 0; t < slivers; t++) { /* the scores as packed B, one sliver per task */
+            int j0 = t * GEMM_NR, cols = nb - j0 < GEMM_NR ? nb - j0 : GEMM_NR;
+            gemm_pack_b(1, nk, cols, s + (size_t)j0 * nk, nk, sp + (size_t)t * GEMM_NR * nk);
+        }
         gemm_packed(cv, nb, nk, 1.f, vp, sp, 0.f, out + i0, ldo, NULL, par);
     }
 }

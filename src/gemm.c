@@ -110,15 +110,20 @@ void gemm_pack_b(int trans, int k, int n, const float *b, int ldb, float *bp) {
         }
         return;
     }
+    /* Transposed: 16×16 blocks, so that each block of the sliver (1 KiB) is written while it is in L1
+     * and every source line is read once. */
     for (int s = 0; s < ns; s++) {
         float *dst = bp + (size_t)s * NR * k;
         int j0 = s * NR, cols = n - j0 < NR ? n - j0 : NR;
-        for (int j = 0; j < NR; j++) {
-            if (j < cols) {
-                const float *src = b + (size_t)(j0 + j) * ldb;
-                for (int p = 0; p < k; p++) dst[(size_t)p * NR + j] = src[p];
-            } else {
-                for (int p = 0; p < k; p++) dst[(size_t)p * NR + j] = 0.f;
+        for (int p0 = 0; p0 < k; p0 += 16) {
+            int p1 = p0 + 16 < k ? p0 + 16 : k;
+            for (int j = 0; j < NR; j++) {
+                if (j < cols) {
+                    const float *src = b + (size_t)(j0 + j) * ldb;
+                    for (int p = p0; p < p1; p++) dst[(size_t)p * NR + j] = src[p];
+                } else {
+                    for (int p = p0; p < p1; p++) dst[(size_t)p * NR + j] = 0.f;
+                }
             }
         }
     }
@@ -320,6 +325,12 @@ void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float 
     gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, beta, ap, bp, c, ldc, e, gemm_isa_avx512()};
     g.nmb = (g.ms + MB_MAX - 1) / MB_MAX, g.mb = (g.ms + g.nmb - 1) / g.nmb;
     g.nnb = (g.ns + NB_MAX - 1) / NB_MAX, g.nb = (g.ns + g.nnb - 1) / g.nnb;
+    int threads = parallel && !omp_in_parallel() ? omp_get_max_threads() : 1;
+    if (threads > 1 && g.nmb * g.nnb < 4 * threads) { /* few tasks: cut M finer so that threads end together */
+        g.nmb = (4 * threads + g.nnb - 1) / g.nnb;
+        if (g.nmb > g.ms) g.nmb = g.ms;
+        g.mb = (g.ms + g.nmb - 1) / g.nmb, g.nmb = (g.ms + g.mb - 1) / g.mb;
+    }
     int tasks = g.nmb * g.nnb;
     if (parallel && tasks > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
 #pragma omp parallel for schedule(dynamic)
