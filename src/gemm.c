@@ -154,7 +154,6 @@ static void accumulate_avx2(int kc, const float *a, const float *b, float *t, in
 /* AVX-512: one A sliver by SLIVERS adjacent B slivers (bstep floats apart) at once, 6 × SLIVERS
  * accumulators of 16 lanes. Each output element is still one FMA chain over p in order, exactly as in
  * the AVX2 kernel, so both kernels give bit-identical results. */
-#define AVX512_FN __attribute__((target("avx512f")))
 #define ROW512(r)                                                                                          \
     do {                                                                                                   \
         __m512 av = _mm512_set1_ps(a[r]);                                                                  \
@@ -169,7 +168,7 @@ static void accumulate_avx2(int kc, const float *a, const float *b, float *t, in
         if (S > 2) _mm512_store_ps(t + r * ldt + 2 * NR, c##r##2);                                   \
     } while (0)
 #define DEFINE_ACCUMULATE512(SLIVERS)                                                                      \
-    static AVX512_FN void accumulate_avx512_##SLIVERS(int kc, const float *a, const float *b, size_t bstep, \
+    static SA_AVX512 void accumulate_avx512_##SLIVERS(int kc, const float *a, const float *b, size_t bstep, \
                                                       float *t, int ldt) {                                 \
         enum { S = SLIVERS };                                                                              \
         __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, c20 = c00, \
@@ -207,7 +206,7 @@ int gemm_isa_avx512(void) {
 void gemm_force_isa(int avx512) { use_avx512 = avx512 && __builtin_cpu_supports("avx512f"); }
 
 /* store_tile for a full-width sliver with 16-lane vectors: the same operations in the same order. */
-static AVX512_FN void store_tile16(const float *t, int ldt, float *c, int ldc, int mr, int mode, float alpha, float beta,
+static SA_AVX512 void store_tile16(const float *t, int ldt, float *c, int ldc, int mr, int mode, float alpha, float beta,
                                    int last, const gemm_epilogue *e, int row, int col) {
     int has_epi = last && e;
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();

@@ -72,6 +72,8 @@ void gemm_force_isa(int avx512);
  * parallel region) output blocks are shared among the OpenMP threads; the K summation order never depends
  * on the thread count, so results are bit-identical for any number of threads. */
 #define GEMM_MR 6
+/* Functions built for AVX-512 on top of the x86-64-v3 baseline; called only where gemm_isa_avx512(). */
+#define SA_AVX512 __attribute__((target("avx512f")))
 #define GEMM_NR 16
 typedef struct {
     const float *bias, *res;

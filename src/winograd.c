@@ -109,9 +109,11 @@ typedef struct {
     size_t vstride, ustride, mstride, per_thread;
 } lean_plan;
 
+static int out_slivers(const conv2d *c) { return (c->cout + GEMM_MR - 1) / GEMM_MR; }
+
 static lean_plan plan_lean(const conv2d *c, int T, int threads) {
     lean_plan p;
-    int ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
+    int ms = out_slivers(c);
     p.blocks = threads * ((ms + 8 * threads - 1) / (8 * threads));
     if (p.blocks > ms) p.blocks = ms;
     p.max_slivers = (ms + p.blocks - 1) / p.blocks;
@@ -122,24 +124,24 @@ static lean_plan plan_lean(const conv2d *c, int T, int threads) {
     return p;
 }
 
+/* Floats in front of the tile origins in the scratch: V, M (and U blocks) of either schedule. */
+static size_t work_floats(const conv2d *c, int T, int threads) {
+    if (!lean_schedule(c)) return thread_floats(c, T) * threads;
+    lean_plan p = plan_lean(c, T, threads);
+    return WT * p.vstride + threads * p.per_thread;
+}
+
 size_t winograd_scratch_floats(const conv2d *c, tensor in) {
     int oh, ow, threads = omp_get_max_threads();
     conv_out_size(c, in.h, in.w, &oh, &ow);
     int n = count_tiles(c, oh, ow, NULL), t = batch_tiles(c, n, threads);
-    size_t work;
-    if (lean_schedule(c)) {
-        lean_plan p = plan_lean(c, t, threads);
-        work = WT * p.vstride + threads * p.per_thread;
-    } else {
-        work = thread_floats(c, t) * threads;
-    }
-    return work + 2 * (size_t)n + 64 + (size_t)(n + LANES - 1) / LANES * PLAN_FLOATS;
+    return work_floats(c, t, threads) + 2 * (size_t)n + 64 + (size_t)(n + LANES - 1) / LANES * PLAN_FLOATS;
 }
 
 /* The 9 taps of g as 9 packed A operands per sliver: tap k of sliver s at g[(s·9 + k)·cin·6], row r of
  * input channel i at [i·6 + r]. The same layout as U's, so that U[ξ] of a sliver is a sum of its taps. */
 static float *pack_taps(const conv2d *c) {
-    int ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
+    int ms = out_slivers(c);
     size_t tap = (size_t)c->cin * GEMM_MR;
     float *g = gemm_alloc((size_t)ms * 9 * tap + 16);
     if (!g) return NULL;
@@ -259,7 +261,6 @@ static void scatter_tiles(const conv2d *c, tensor out, const tensor *res, int o,
     }
 }
 
-
 /* 16 tiles of output channel o: M[ξ][o][tiles] → Y = Aᵀ M A, + bias, + residual, ReLU. */
 static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, const int *org, int nt, const float *m,
                          size_t xi_stride) {
@@ -291,9 +292,7 @@ static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, 
 
 /* The same transforms with 16-lane AVX-512 vectors (one packed-B sliver per call). Same operations in
  * the same order as the AVX2/scalar code, so the bits do not depend on which one runs. */
-#define AVX512_FN __attribute__((target("avx512f")))
-
-static inline AVX512_FN void bt6_512(const __m512 *x, __m512 *y, int step) {
+static inline SA_AVX512 void bt6_512(const __m512 *x, __m512 *y, int step) {
     const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f), two = _mm512_set1_ps(2.f);
     __m512 x0 = x[0], x1 = x[step], x2 = x[2 * step], x3 = x[3 * step], x4 = x[4 * step], x5 = x[5 * step];
     y[0] = _mm512_fmadd_ps(four, x0, _mm512_fnmadd_ps(five, x2, x4));
@@ -303,7 +302,6 @@ static inline AVX512_FN void bt6_512(const __m512 *x, __m512 *y, int step) {
     y[4 * step] = _mm512_fmadd_ps(two, _mm512_sub_ps(x1, x3), _mm512_sub_ps(x4, x2));
     y[5 * step] = _mm512_fmadd_ps(four, x1, _mm512_fnmadd_ps(five, x3, x5));
 }
-
 
 /* The gather plan of one sliver (tiles org[0..nt), lanes past nt empty). */
 static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gather_plan *gp) {
@@ -321,7 +319,7 @@ static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gath
     }
 }
 
-static AVX512_FN void input_tiles_avx512(const float *src, const gather_plan *gp, float *v, size_t xi_stride) {
+static SA_AVX512 void input_tiles_avx512(const float *src, const gather_plan *gp, float *v, size_t xi_stride) {
     __m512 d[WT], t[WT];
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < WT; k++)
@@ -333,7 +331,7 @@ static AVX512_FN void input_tiles_avx512(const float *src, const gather_plan *gp
 
 /* Aᵀ along one dimension of 6 → 4, as the scalar code: ((m0 + s12) + s34), d12 + 2·d34, s12 + 4·s34,
  * (d12 + 8·d34) + m5, products rounded before the sums (C contracts nothing here: -std=c11). */
-static inline AVX512_FN void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4, __m512 m5, __m512 *y,
+static inline SA_AVX512 void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4, __m512 m5, __m512 *y,
                                      int step) {
     __m512 s12 = _mm512_add_ps(m1, m2), d12 = _mm512_sub_ps(m1, m2), s34 = _mm512_add_ps(m3, m4),
            d34 = _mm512_sub_ps(m3, m4);
@@ -343,7 +341,7 @@ static inline AVX512_FN void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3,
     y[3 * step] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(_mm512_set1_ps(8.f), d34)), m5);
 }
 
-static AVX512_FN void output_tiles_avx512(const conv2d *c, tensor out, const tensor *res, int o, const int *org,
+static SA_AVX512 void output_tiles_avx512(const conv2d *c, tensor out, const tensor *res, int o, const int *org,
                                           int nt, const float *m, size_t xi_stride) {
     __m512 t[24];
     for (int q = 0; q < 6; q++) /* columns: t = Aᵀ m (4 × 6) */
@@ -379,7 +377,7 @@ static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o,
  * whole: the weights stay at 9 floats per (cout, cin) pair instead of 36. */
 static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out, const tensor *residual,
                           float *scratch, const int *org, const gather_plan *plans, int n, int T) {
-    int threads = omp_get_max_threads(), ms = (c->cout + GEMM_MR - 1) / GEMM_MR;
+    int threads = omp_get_max_threads(), ms = out_slivers(c);
     lean_plan p = plan_lean(c, T, threads);
     float *v = scratch, *work = v + WT * p.vstride;
 #pragma omp parallel
@@ -417,9 +415,7 @@ static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out
  * transform) in its own buffers. */
 void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
     int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n, threads);
-    int lean = lean_schedule(c);
-    int *org = (int *)(scratch + (lean ? WT * plan_lean(c, T, threads).vstride + threads * plan_lean(c, T, threads).per_thread
-                                       : thread_floats(c, T) * threads));
+    int *org = (int *)(scratch + work_floats(c, T, threads));
     count_tiles(c, out.h, out.w, org);
     gather_plan *plans = NULL;
     if (gemm_isa_avx512()) {
@@ -429,7 +425,7 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
         for (int s = 0; s < nplans; s++)
             plan_sliver(c, in, org + 2 * s * LANES, n - s * LANES < LANES ? n - s * LANES : LANES, plans + s);
     }
-    if (lean) {
+    if (lean_schedule(c)) {
         winograd_lean(c, u, in, out, residual, scratch, org, plans, n, T);
         return;
     }
