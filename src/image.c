@@ -13,13 +13,17 @@
 #include "segattn.h"
 #include "util.h"
 
-/* stb_image 2.27 (Debian's libstb) builds a JPEG Huffman table before checking that its 16 code counts
- * add up to at most 256, then copies that many symbol bytes into a 256-byte array: a DHT segment with
- * larger counts overwrites the decoder's state (found by tests/fuzz/fuzz_image). Walk the markers the
- * way stb does (resynchronising on 0xFF, so markers after entropy-coded data are seen too) and refuse
- * such a table before stb reads it. Returns the offset of the bad segment, or 0 when none. */
-static size_t jpeg_bad_huffman(const uint8_t *b, size_t n) {
+/* Two holes in stb_image 2.27's (Debian's libstb) JPEG decoder, both found by tests/fuzz/fuzz_image:
+ * - it builds a Huffman table before checking that its 16 code counts add up to at most 256, then copies
+ *   that many symbol bytes into a 256-byte array, overwriting the decoder's state;
+ * - a scan may name a table no DHT segment defined: stb then decodes with uninitialised memory (valgrind
+ *   sees it in the shipped library) and can trip its own assert, aborting a whole batch.
+ * Walk the markers the way stb does (resynchronising on 0xFF, so markers after entropy-coded data are
+ * seen too) and refuse either before stb reads them. Returns the offset of the bad segment and sets
+ * *what, or returns 0 when there is none. */
+static size_t jpeg_bad_huffman(const uint8_t *b, size_t n, const char **what) {
     size_t p = 0;
+    int defined[2][4] = {{0}}; /* [DC, AC][table id] */
     if (n < 2 || b[0] != 0xFF) return 0;
     while (p < n && b[p] == 0xFF) p++;
     if (p >= n || b[p] != 0xD8) return 0; /* not a JPEG */
@@ -40,12 +44,25 @@ static size_t jpeg_bad_huffman(const uint8_t *b, size_t n) {
             size_t q = p + 2;
             while (left > 0) {                                       /* as stb reads it: past `len` if told to */
                 if (q >= n) return 0;
-                q++;                                                 /* table class and id */
+                int table_class = b[q] >> 4, table_id = b[q] & 15;
+                q++;
                 unsigned codes = 0;
                 for (int i = 0; i < 16; i++, q++) codes += q < n ? b[q] : 0;
-                if (codes > 256) return at;
+                if (codes > 256) return *what = "Huffman table has more than 256 codes", at;
+                if (table_class <= 1 && table_id <= 3) defined[table_class][table_id] = 1; /* else stb refuses */
                 q += codes;
                 left -= 17 + (long)codes;
+            }
+        } else if (m == 0xDA && p + 3 <= n) {
+            /* Ns, Ns x (component, DC id << 4 | AC id), Ss, Se, Ah << 4 | Al. A first DC scan (Ss 0, Ah 0)
+             * decodes with the DC table, any scan reaching past coefficient 0 (Se > 0) with the AC one. */
+            size_t ns = b[p + 2], q = p + 3 + 2 * ns;
+            if (q + 3 > n) break;
+            int uses_dc = b[q] == 0 && (b[q + 2] >> 4) == 0, uses_ac = b[q + 1] > 0;
+            for (size_t c = 0; c < ns; c++) {
+                int dc = b[p + 4 + 2 * c] >> 4, ac = b[p + 4 + 2 * c] & 15;
+                if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))
+                    return *what = "scan uses a Huffman table that no DHT segment defined", at;
             }
         }
         p += len;
@@ -76,6 +93,23 @@ static size_t pnm_oversized_number(const uint8_t *p, size_t len) {
     return 0;
 }
 
+/* stb_image 2.27 grows its IDAT buffer to a chunk's declared length before checking that the file holds
+ * that many bytes: a 200-byte PNG claiming a 2 GiB chunk makes it allocate 2 GiB (found by
+ * tests/fuzz/fuzz_image). stb follows the chunk lengths exactly as this walk does and fails on a chunk
+ * that runs past the end anyway, so refusing one first changes no decodable image. Returns the offset of
+ * the first such chunk, or 0 when every chunk up to IEND fits (or the data is not a PNG). */
+static size_t png_chunk_past_end(const uint8_t *b, size_t n) {
+    static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(b, signature, 8) != 0) return 0;
+    for (size_t p = 8; p + 8 <= n;) {
+        size_t length = (size_t)b[p] << 24 | (size_t)b[p + 1] << 16 | (size_t)b[p + 2] << 8 | b[p + 3];
+        if (memcmp(b + p + 4, "IEND", 4) == 0) return 0;
+        if (length > n - (p + 8)) return p;
+        p += 8 + length + 4; /* header, data, CRC */
+    }
+    return 0;
+}
+
 /* Largest encoded file read: generous for any format at the pixel cap (BMP/PPM are about 3-4 bytes a pixel,
  * 16-bit PNG 8), and a bound on memory before a single pixel is decoded. */
 static int64_t max_file_bytes(int64_t max_pixels) {
@@ -88,12 +122,15 @@ int sa_image_decode(const uint8_t *bytes, size_t len, const char *path, int64_t 
     if (max_pixels <= 0) max_pixels = SA_DEFAULT_MAX_PIXELS;
     if (len == 0) return sa_fail(err, SA_EXIT_INPUT, "%s: empty file, not an image", path);
     if (len > INT_MAX) return sa_fail(err, SA_EXIT_INPUT, "%s: file of %zu bytes is too large to decode", path, len);
-    size_t bad_dht = jpeg_bad_huffman(bytes, len);
-    if (bad_dht)
-        return sa_fail(err, SA_EXIT_INPUT, "%s: corrupt JPEG: Huffman table at byte %zu has more than 256 codes", path,
-                       bad_dht);
+    const char *jpeg_problem = NULL;
+    size_t bad_jpeg = jpeg_bad_huffman(bytes, len, &jpeg_problem);
+    if (bad_jpeg) return sa_fail(err, SA_EXIT_INPUT, "%s: corrupt JPEG at byte %zu: %s", path, bad_jpeg, jpeg_problem);
     size_t bad_pnm = pnm_oversized_number(bytes, len);
     if (bad_pnm) return sa_fail(err, SA_EXIT_INPUT, "%s: corrupt PNM: header number at byte %zu is too large", path, bad_pnm);
+    size_t bad_chunk = png_chunk_past_end(bytes, len);
+    if (bad_chunk)
+        return sa_fail(err, SA_EXIT_INPUT, "%s: truncated PNG: chunk at byte %zu runs past the end of the file", path,
+                       bad_chunk);
     int w = 0, h = 0, comp;
     if (!stbi_info_from_memory(bytes, (int)len, &w, &h, &comp))
         return sa_fail(err, SA_EXIT_INPUT, "%s: not a decodable image (%s)", path, stbi_failure_reason());
