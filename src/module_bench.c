@@ -146,7 +146,7 @@ int module_bench(const char *name, int c, int h, int w, int runs, int threads, m
     char *mem = NULL;
     double *t = NULL;
     if (!code && runs > 0) {
-        mem = malloc(ctx.ar.high);
+        mem = (char *)gemm_alloc((ctx.ar.high + sizeof(float) - 1) / sizeof(float)); /* huge pages, as the model's arena */
         t = malloc((size_t)runs * sizeof *t);
         if (!mem || !t)
             code = sa_fail(err, SA_EXIT_INTERNAL, "out of memory: %.1f MiB for the module's activations",
@@ -176,7 +176,7 @@ int module_bench(const char *name, int c, int h, int w, int runs, int threads, m
     }
     st->log = ctx.log, st->n_log = ctx.n_log;
     ctx.log = NULL;
-    free(ctx.log), free(mem), free(t);
+    free(ctx.log), gemm_free((float *)mem), free(t);
     module_free(&m);
     if (code) module_stats_free(st);
     return code;
