@@ -122,32 +122,70 @@ void softmax_row_fast(float *x, int n) {
 
 size_t attend_scratch_floats(int d, int nq, int nk, int cv) {
     int nb = query_block(nq, nk);
-    return PAD16(gemm_packed_b_floats(d, nk)) + PAD16(gemm_packed_a_floats(cv, nk)) +
-           PAD16(gemm_packed_a_floats(nb, d)) + PAD16((size_t)nb * nk) + PAD16(gemm_packed_b_floats(nk, nb)) + 16;
+    return PAD16(gemm_packed_a_floats(nk, d)) + PAD16(gemm_packed_a_floats(cv, nk)) +
+           PAD16(gemm_packed_b_floats(d, nb)) + PAD16(gemm_packed_b_floats(nk, nb)) + 16;
 }
 
-/* Per block of queries: scores = scale · qᵀk through the blocked GEMM, vectorised row softmax, then
- * ctx = v · scoresᵀ. Keys and values are packed once. */
+/* Softmax over the keys of the 16 queries of one packed sliver of scores (nk rows × 16 lanes), in place:
+ * the columns of the sliver are the rows softmax_row_fast would see, and it does the same arithmetic in
+ * the same order (8 partial sums by key index mod 8, added as hsum256 adds them, then the tail one by
+ * one), so the probabilities are bit-identical to the row version. Lanes past `cols` come out zero. */
+static void softmax_sliver(float *x, int nk, int cols) {
+    _Alignas(32) int32_t keep[16];
+    for (int l = 0; l < 16; l++) keep[l] = l < cols ? -1 : 0;
+    const __m256 k0 = _mm256_castsi256_ps(_mm256_load_si256((const __m256i *)keep)),
+                 k1 = _mm256_castsi256_ps(_mm256_load_si256((const __m256i *)(keep + 8)));
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    for (int p = 0; p < nk; p++) {
+        __m256 a = _mm256_and_ps(_mm256_load_ps(x + 16 * p), k0), b = _mm256_and_ps(_mm256_load_ps(x + 16 * p + 8), k1);
+        _mm256_store_ps(x + 16 * p, a), _mm256_store_ps(x + 16 * p + 8, b);
+        m0 = _mm256_max_ps(m0, a), m1 = _mm256_max_ps(m1, b);
+    }
+    int n8 = nk / 8 * 8;
+    __m256 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int p = 0; p < n8; p++) {
+        __m256 e0 = exp256(_mm256_sub_ps(_mm256_load_ps(x + 16 * p), m0));
+        __m256 e1 = exp256(_mm256_sub_ps(_mm256_load_ps(x + 16 * p + 8), m1));
+        _mm256_store_ps(x + 16 * p, e0), _mm256_store_ps(x + 16 * p + 8, e1);
+        acc[p % 8][0] = _mm256_add_ps(acc[p % 8][0], e0), acc[p % 8][1] = _mm256_add_ps(acc[p % 8][1], e1);
+    }
+    __m256 sum[2];
+    for (int h = 0; h < 2; h++)
+        sum[h] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0][h], acc[4][h]), _mm256_add_ps(acc[2][h], acc[6][h])),
+                               _mm256_add_ps(_mm256_add_ps(acc[1][h], acc[5][h]), _mm256_add_ps(acc[3][h], acc[7][h])));
+    for (int p = n8; p < nk; p++) {
+        __m256 e0 = exp256(_mm256_sub_ps(_mm256_load_ps(x + 16 * p), m0));
+        __m256 e1 = exp256(_mm256_sub_ps(_mm256_load_ps(x + 16 * p + 8), m1));
+        _mm256_store_ps(x + 16 * p, e0), _mm256_store_ps(x + 16 * p + 8, e1);
+        sum[0] = _mm256_add_ps(sum[0], e0), sum[1] = _mm256_add_ps(sum[1], e1);
+    }
+    __m256 i0 = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.f), sum[0]), k0),
+           i1 = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.f), sum[1]), k1);
+    for (int p = 0; p < nk; p++) {
+        _mm256_store_ps(x + 16 * p, _mm256_mul_ps(_mm256_load_ps(x + 16 * p), i0));
+        _mm256_store_ps(x + 16 * p + 8, _mm256_mul_ps(_mm256_load_ps(x + 16 * p + 8), i1));
+    }
+}
+
+/* Per block of queries: scoresᵀ = scale · kᵀq (keys × queries) through the blocked GEMM, written straight
+ * in the packed layout the second GEMM reads; softmax down each query's column; then ctx = v · scoresᵀ.
+ * Keys and values are packed once; scores never exist as a row-major matrix, so no transposing pass. */
 void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
             float scale, float *out, int ldo, float *scratch) {
     int block = query_block(nq, nk), par = !omp_in_parallel();
     float *kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    float *vp = kp + PAD16(gemm_packed_b_floats(d, nk)), *qp = vp + PAD16(gemm_packed_a_floats(cv, nk));
-    float *s = qp + PAD16(gemm_packed_a_floats(block, d)), *sp = s + PAD16((size_t)block * nk);
-    gemm_pack_b(0, d, nk, k, ldk, kp);
+    float *vp = kp + PAD16(gemm_packed_a_floats(nk, d)), *qp = vp + PAD16(gemm_packed_a_floats(cv, nk));
+    float *sp = qp + PAD16(gemm_packed_b_floats(d, block));
+    gemm_pack_a(1, nk, d, k, ldk, kp);
     gemm_pack_a(0, cv, nk, v, ldv, vp);
     for (int i0 = 0; i0 < nq; i0 += block) {
-        int nb = nq - i0 < block ? nq - i0 : block;
-        gemm_pack_a(1, nb, d, q + i0, ldq, qp);
-        gemm_packed(nb, nk, d, scale, qp, kp, 0.f, s, nk, NULL, par);
+        int nb = nq - i0 < block ? nq - i0 : block, slivers = (nb + GEMM_NR - 1) / GEMM_NR;
+        gemm_pack_b(0, d, nb, q + i0, ldq, qp);
+        gemm_packed_to_b(nk, nb, d, scale, kp, qp, sp, par);
 #pragma omp parallel for schedule(static) if (par)
-        for (int i = 0; i < nb; i++) softmax_row_fast(s + (size_t)i * nk, nk);
-        int slivers = (nb + GEMM_NR - 1) / GEMM_NR;
-#pragma omp parallel for schedule(static) if (par)
-        for (int t = 0; t < slivers; t++) { /* the scores as packed B, one sliver per task */
-            int j0 = t * GEMM_NR, cols = nb - j0 < GEMM_NR ? nb - j0 : GEMM_NR;
-            gemm_pack_b(1, nk, cols, s + (size_t)j0 * nk, nk, sp + (size_t)t * GEMM_NR * nk);
-        }
+        for (int t = 0; t < slivers; t++)
+            softmax_sliver(sp + (size_t)t * GEMM_NR * nk, nk, nb - t * GEMM_NR < GEMM_NR ? nb - t * GEMM_NR : GEMM_NR);
         gemm_packed(cv, nb, nk, 1.f, vp, sp, 0.f, out + i0, ldo, NULL, par);
     }
 }

@@ -272,7 +272,14 @@ typedef struct {
     int ldc;
     const gemm_epilogue *e;
     int avx512;
+    size_t c_sliver; /* 0: C row-major (ldc); else C in packed-B layout, 16-column slivers this many floats apart */
 } gemm_job;
+
+/* Where the tile at (row, col) of C starts: col is a multiple of NR. */
+static float *c_at(const gemm_job *g, int row, int col) {
+    if (g->c_sliver) return g->c + (size_t)(col / NR) * g->c_sliver + (size_t)row * NR;
+    return g->c + (size_t)row * g->ldc + col;
+}
 
 static void run_task(const gemm_job *g, int task) {
     int bi = task / g->nnb, bj = task % g->nnb;
@@ -292,8 +299,7 @@ static void run_task(const gemm_job *g, int task) {
                 /* The tile's C rows (and residual rows) are far apart and often in DRAM: ask for their lines
                  * now, so that they arrive while the K loop runs instead of stalling the stores. */
                 for (int i = 0; i < mr && last; i++) {
-                    const float *ci = g->c + (size_t)(row + i) * g->ldc + t * NR;
-                    for (int q = 0; q < group; q++) __builtin_prefetch(ci + q * NR, 1);
+                    for (int q = 0; q < group; q++) __builtin_prefetch(c_at(g, row + i, (t + q) * NR), 1);
                     if (g->e && g->e->res) {
                         const float *ri = g->e->res + (size_t)(row + i) * g->e->ldr + t * NR;
                         for (int q = 0; q < group; q++) __builtin_prefetch(ri + q * NR, 0);
@@ -305,7 +311,7 @@ static void run_task(const gemm_job *g, int task) {
                 else accumulate_avx2(kc, as, bs, tile, 3 * NR);
                 for (int q = 0; q < group; q++) {
                     int col = (t + q) * NR, nr = g->n - col < NR ? g->n - col : NR;
-                    float *ct = g->c + (size_t)row * g->ldc + col;
+                    float *ct = c_at(g, row, col);
                     if (g->avx512 && nr == NR)
                         store_tile16(tile + q * NR, 3 * NR, ct, g->ldc, mr, p0 > 0, g->alpha, g->beta, last, g->e, row, col);
                     else
@@ -318,10 +324,7 @@ static void run_task(const gemm_job *g, int task) {
     }
 }
 
-void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float *bp, float beta, float *c, int ldc,
-                 const gemm_epilogue *e, int parallel) {
-    if (m <= 0 || n <= 0) return;
-    gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, beta, ap, bp, c, ldc, e, gemm_isa_avx512()};
+static void run_gemm(gemm_job g, int parallel) {
     g.nmb = (g.ms + MB_MAX - 1) / MB_MAX, g.mb = (g.ms + g.nmb - 1) / g.nmb;
     g.nnb = (g.ns + NB_MAX - 1) / NB_MAX, g.nb = (g.ns + g.nnb - 1) / g.nnb;
     int threads = parallel && !omp_in_parallel() ? omp_get_max_threads() : 1;
@@ -337,6 +340,20 @@ void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float 
     } else {
         for (int t = 0; t < tasks; t++) run_task(&g, t);
     }
+}
+
+void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float *bp, float beta, float *c, int ldc,
+                 const gemm_epilogue *e, int parallel) {
+    if (m <= 0 || n <= 0) return;
+    gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, beta, ap, bp, c, ldc, e, gemm_isa_avx512(), 0};
+    run_gemm(g, parallel);
+}
+
+void gemm_packed_to_b(int m, int n, int k, float alpha, const float *ap, const float *bp, float *cp, int parallel) {
+    if (m <= 0 || n <= 0) return;
+    gemm_job g = {m, n, k, (m + MR - 1) / MR, (n + NR - 1) / NR, 0, 0, 0, 0, alpha, 0.f, ap, bp, cp, NR, NULL,
+                  gemm_isa_avx512(), (size_t)m * NR};
+    run_gemm(g, parallel);
 }
 
 size_t gemm_panel_floats(int k) { return (size_t)GEMM_NC * (k > 0 ? k : 1) + 16; }

@@ -88,6 +88,9 @@ void gemm_pack_a(int trans, int m, int k, const float *a, int lda, float *ap);
 void gemm_pack_b(int trans, int k, int n, const float *b, int ldb, float *bp);
 void gemm_packed(int m, int n, int k, float alpha, const float *ap, const float *bp, float beta, float *c, int ldc,
                  const gemm_epilogue *e, int parallel);
+/* C = alpha·A·B written as a packed B operand (m × n in slivers of 16 columns, m·16 floats apart; lanes
+ * past n left unwritten), so that a product can feed the next GEMM without a repacking pass. */
+void gemm_packed_to_b(int m, int n, int k, float alpha, const float *ap, const float *bp, float *cp, int parallel);
 /* The same with B produced panel by panel (GEMM_NC columns at a time, packed into a per-thread buffer of
  * gemm_panel_floats(k) by `fill`), so that B never exists whole: im2col and 1×1 convs stream through it.
  * Panels are shared among threads. `work` holds threads × gemm_panel_floats(k) floats, or NULL. */
