@@ -10,6 +10,7 @@
  * threads by whole output values, so the result does not depend on the thread count. */
 #include <immintrin.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,12 @@
 typedef struct {
     _Alignas(64) int32_t idx[WT][16];
     uint16_t mask[WT];
+    /* Row runs: where the 16 tiles are consecutive tiles of one row of one sub-grid and the dilation is 1
+     * or 2, the 6 inputs of a row of every tile lie at stride 4·d along one image row, so they come from
+     * contiguous loads (lanes masked to the image) and a few permutes instead of 36 gathers. */
+    int32_t row0, col0;        /* image row and column of input (0, 0) of tile 0 */
+    uint16_t load_mask[9];     /* lanes of the 5 (d = 1) or 9 (d = 2) row loads inside the image */
+    uint8_t row_run;
 } gather_plan;
 #define PLAN_FLOATS ((sizeof(gather_plan) + 63) / 64 * 16)
 
@@ -317,13 +324,77 @@ static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gath
         }
         gp->mask[k] = m;
     }
+    int run = nt == 16 && (dl == 1 || dl == 2);
+    for (int l = 1; l < 16 && run; l++)
+        run = org[2 * l] == org[0] && org[2 * l + 1] == org[1] + 4 * dl * l;
+    gp->row_run = (uint8_t)run;
+    gp->row0 = org[0] - c->pad, gp->col0 = org[1] - c->pad;
+    for (int v = 0; v < 9; v++) {
+        uint16_t m = 0;
+        for (int l = 0; l < 16; l++) {
+            int x = gp->col0 + 16 * v + l;
+            if (x >= 0 && x < in.w) m |= (uint16_t)(1u << l);
+        }
+        gp->load_mask[v] = m;
+    }
 }
 
-static SA_AVX512 void input_tiles_avx512(const float *src, const gather_plan *gp, float *v, size_t xi_stride) {
+/* Stride-2 split of the 32 floats in (a, b): even- or odd-indexed ones, in order. */
+static inline SA_AVX512 __m512 split2(__m512 a, __m512 b, int odd) {
+    const __m512i even_idx = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+                  odd_idx = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_ps(a, odd ? odd_idx : even_idx, b);
+}
+
+/* e[0..63] in 4 vectors → p[f] = e[f + 4j], j = 0..15 (stride-4 deinterleave, two split levels). */
+static inline SA_AVX512 void split4(const __m512 *e, __m512 *p) {
+    __m512 e01 = split2(e[0], e[1], 0), o01 = split2(e[0], e[1], 1), e23 = split2(e[2], e[3], 0),
+           o23 = split2(e[2], e[3], 1);
+    p[0] = split2(e01, e23, 0), p[2] = split2(e01, e23, 1), p[1] = split2(o01, o23, 0), p[3] = split2(o01, o23, 1);
+}
+
+/* One row r of the 16 tiles of a row run: y[q] lane j = image row `row` at column col0 + q·d + 4·d·j
+ * (zero outside the image), the same values the gathers would fetch. */
+static inline SA_AVX512 void load_row_run(const float *row, const gather_plan *gp, int dl, __m512 *y) {
+    __m512 e[9], f[4], p[4];
+    int nv = dl == 1 ? 5 : 9;
+    for (int v = 0; v < nv; v++) e[v] = _mm512_maskz_loadu_ps(gp->load_mask[v], row + gp->col0 + 16 * v);
+    if (dl == 1) {
+        split4(e, p);
+    } else { /* the even columns first (the odd ones belong to the other sub-grid), then stride 4 of those */
+        for (int i = 0; i < 4; i++) f[i] = split2(e[2 * i], e[2 * i + 1], 0);
+        split4(f, p);
+    }
+    /* q = 4, 5: q = 0, 1 one tile further, whose last lane comes from the extra load */
+    const __m512i next = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+    __m512 tail = e[nv - 1];
+    y[0] = p[0], y[1] = p[1], y[2] = p[2], y[3] = p[3];
+    y[4] = _mm512_permutex2var_ps(p[0], next, tail);
+    y[5] = _mm512_permutex2var_ps(p[1], _mm512_add_epi32(next, _mm512_maskz_set1_epi32(0x8000, dl)), tail);
+}
+
+static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl, size_t next_plane,
+                                         const gather_plan *gp, float *v, size_t xi_stride) {
     __m512 d[WT], t[WT];
     const __m512 zero = _mm512_setzero_ps();
-    for (int k = 0; k < WT; k++)
-        d[k] = _mm512_mask_i32gather_ps(zero, gp->mask[k], _mm512_load_si512(gp->idx[k]), src, 4);
+    if (gp->row_run) {
+        for (int r = 0; r < 6; r++) {
+            int y = gp->row0 + r * dl;
+            if (y < 0 || y >= h)
+                for (int q = 0; q < 6; q++) d[r * 6 + q] = zero;
+            else {
+                const float *row = src + (ptrdiff_t)y * w;
+                load_row_run(row, gp, dl, d + r * 6);
+                /* The next channel's plane is read by the next jobs: ask for its lines of this row now (the
+                 * loads above stall on the first touch of every row otherwise). */
+                for (int lv = 0; lv < (dl == 1 ? 5 : 9); lv++)
+                    if (gp->load_mask[lv]) _mm_prefetch((const char *)(row + next_plane + gp->col0 + 16 * lv), _MM_HINT_T0);
+            }
+        }
+    } else {
+        for (int k = 0; k < WT; k++)
+            d[k] = _mm512_mask_i32gather_ps(zero, gp->mask[k], _mm512_load_si512(gp->idx[k]), src, 4);
+    }
     for (int q = 0; q < 6; q++) bt6_512(d + q, t + q, 6); /* columns */
     for (int r = 0; r < 6; r++) bt6_512(t + r * 6, d + r * 6, 1); /* rows */
     for (int k = 0; k < WT; k++) _mm512_storeu_ps(v + (size_t)k * xi_stride, d[k]);
@@ -361,7 +432,8 @@ static SA_AVX512 void output_tiles_avx512(const conv2d *c, tensor out, const ten
 /* One packed-B sliver of tiles in, one channel's tiles out: the AVX-512 code where the GEMM uses it. */
 static void input_sliver(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride,
                          const gather_plan *gp) {
-    if (gp) input_tiles_avx512(in.d + (size_t)ch * in.h * in.w, gp, v, xi_stride);
+    size_t plane = (size_t)in.h * in.w;
+    if (gp) input_tiles_avx512(in.d + ch * plane, in.h, in.w, c->dil, ch + 1 < c->cin ? plane : 0, gp, v, xi_stride);
     else input_tiles(c, in, ch, org, nt, v, xi_stride);
 }
 

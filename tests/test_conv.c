@@ -1,5 +1,6 @@
 /* The shipped convolution and GEMM against their plain references, over a sweep of shapes. */
 #include <math.h>
+#include <string.h>
 
 #include "ops.h"
 #include "testutil.h"
@@ -137,6 +138,45 @@ START_TEST(gemm_isa_kernels_identical) {
 }
 END_TEST
 
+/* Winograd with AVX-512 (row runs loaded with contiguous loads and permutes where 16 tiles share an image
+ * row, gathers elsewhere) against the AVX2 gathers: the same input values, so the same bits. Widths give
+ * whole row runs for dilation 1 and 2 (and runs beside straddling slivers), with and without padding. */
+START_TEST(winograd_isa_identical) {
+    if (!gemm_isa_avx512()) return;
+    static const int shapes[][6] = {/* cin, cout, h, w, dil, pad */
+                                    {19, 13, 9, 131, 1, 1}, {7, 20, 12, 128, 1, 0}, {11, 9, 21, 140, 2, 2},
+                                    {5, 6, 17, 256, 2, 2},  {9, 7, 30, 97, 2, 1},  {6, 5, 40, 260, 4, 4}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i];
+        conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
+        c.w = malloc((size_t)c.cout * c.cin * 9 * sizeof(float));
+        c.b = malloc((size_t)c.cout * sizeof(float));
+        fill(c.w, (size_t)c.cout * c.cin * 9, 21), fill(c.b, (size_t)c.cout, 22);
+        tensor in = {c.cin, sh[2], sh[3], malloc((size_t)c.cin * sh[2] * sh[3] * sizeof(float))};
+        fill(in.d, tensor_numel(in), 23);
+        int oh, ow;
+        conv_out_size(&c, in.h, in.w, &oh, &ow);
+        size_t n = (size_t)c.cout * oh * ow;
+        tensor a = {c.cout, oh, ow, malloc(n * sizeof(float))}, b = a, res = a, ref = a;
+        b.d = malloc(n * sizeof(float)), res.d = malloc(n * sizeof(float)), ref.d = malloc(n * sizeof(float));
+        fill(res.d, n, 24);
+        float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float));
+        conv_fast(&c, in, a, &res, scratch);
+        gemm_force_isa(0);
+        conv_fast(&c, in, b, &res, scratch);
+        gemm_force_isa(1);
+        ck_assert_msg(memcmp(a.d, b.d, n * sizeof(float)) == 0, "winograd avx512 and avx2 differ: cin %d %dx%d d %d pad %d",
+                      c.cin, in.h, in.w, c.dil, c.pad);
+        conv_reference(&c, in, ref, &res);
+        double max_ref = 0, max_err = 0;
+        for (size_t j = 0; j < n; j++) max_ref = fmax(max_ref, fabs(ref.d[j])), max_err = fmax(max_err, fabs(ref.d[j] - a.d[j]));
+        ck_assert_msg(max_err / (1 + max_ref) < 5e-5, "winograd %dx%d d %d: error %g", in.h, in.w, c.dil, max_err / (1 + max_ref));
+        conv_free(&c);
+        free(in.d), free(a.d), free(b.d), free(res.d), free(ref.d), free(scratch);
+    }
+}
+END_TEST
+
 START_TEST(resize_matches_pytorch_rule) {
     /* 2 → 4 with align_corners false: PyTorch gives 1, 1.25, 1.75, 2 for [1, 2]. */
     float src[2] = {1, 2}, dst[4];
@@ -172,6 +212,7 @@ Suite *conv_suite(void) {
     tcase_add_test(t, winograd_sweep);
     tcase_add_test(t, gemm_sweep);
     tcase_add_test(t, gemm_isa_kernels_identical);
+    tcase_add_test(t, winograd_isa_identical);
     tcase_add_test(t, resize_matches_pytorch_rule);
     tcase_add_test(t, adaptive_pool_overlapping_bins);
     suite_add_tcase(s, t);
