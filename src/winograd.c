@@ -412,20 +412,63 @@ static inline SA_AVX512 void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3,
     y[3 * step] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(_mm512_set1_ps(8.f), d34)), m5);
 }
 
+/* The output rows of a row run (see gather_plan): y[r·4 + q] lane l goes to row oy + r·d, column
+ * ox + 4·d·l + q·d. Interleaved by permutes into contiguous (d = 1) or every-other-lane (d = 2) vectors,
+ * then + bias, + residual, ReLU as scatter_tiles does them (max(v, 0) gives its +0 for −0 and NaN), and
+ * masked stores: the same values in the same places. */
+static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *res, int o, int oy, int ox,
+                                    const __m512 *y) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
+                  hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    size_t plane = tensor_plane(out);
+    float *dst = out.d + (size_t)o * plane;
+    const float *rs = res ? res->d + (size_t)o * plane : NULL;
+    int dl = c->dil;
+    const __m512 bias = _mm512_set1_ps(c->b[o]), zero = _mm512_setzero_ps();
+    for (int r = 0; r < 4 && oy + r * dl < out.h; r++) {
+        const __m512 *q = y + 4 * r;
+        __m512 a_lo = _mm512_permutex2var_ps(q[0], lo, q[2]), a_hi = _mm512_permutex2var_ps(q[0], hi, q[2]),
+               b_lo = _mm512_permutex2var_ps(q[1], lo, q[3]), b_hi = _mm512_permutex2var_ps(q[1], hi, q[3]);
+        __m512 w[4] = {_mm512_permutex2var_ps(a_lo, lo, b_lo), _mm512_permutex2var_ps(a_lo, hi, b_lo),
+                       _mm512_permutex2var_ps(a_hi, lo, b_hi), _mm512_permutex2var_ps(a_hi, hi, b_hi)};
+        size_t row = (size_t)(oy + r * dl) * out.w;
+        for (int v = 0; v < 4 * dl; v++) { /* 16 output columns from ox + 16·v */
+            int left = out.w - (ox + 16 * v);
+            if (left <= 0) break;
+            __mmask16 keep = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 x;
+            if (dl == 1) {
+                x = w[v];
+            } else { /* w[v / 2] spread over the even lanes: the odd columns are the other sub-grid's */
+                x = _mm512_permutex2var_ps(w[v / 2], v & 1 ? hi : lo, zero);
+                keep &= 0x5555;
+            }
+            size_t at = row + (size_t)(ox + 16 * v);
+            x = _mm512_add_ps(x, bias);
+            if (rs) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(keep, rs + at));
+            if (c->relu) x = _mm512_max_ps(x, zero);
+            _mm512_mask_storeu_ps(dst + at, keep, x);
+        }
+    }
+}
+
 static SA_AVX512 void output_tiles_avx512(const conv2d *c, tensor out, const tensor *res, int o, const int *org,
-                                          int nt, const float *m, size_t xi_stride) {
+                                          int nt, const float *m, size_t xi_stride, const gather_plan *gp) {
     __m512 t[24];
     for (int q = 0; q < 6; q++) /* columns: t = Aᵀ m (4 × 6) */
         at6_512(_mm512_loadu_ps(m + (size_t)q * xi_stride), _mm512_loadu_ps(m + (size_t)(6 + q) * xi_stride),
                 _mm512_loadu_ps(m + (size_t)(12 + q) * xi_stride), _mm512_loadu_ps(m + (size_t)(18 + q) * xi_stride),
                 _mm512_loadu_ps(m + (size_t)(24 + q) * xi_stride), _mm512_loadu_ps(m + (size_t)(30 + q) * xi_stride),
                 t + q, 6);
-    _Alignas(64) float y[16][LANES];
-    for (int r = 0; r < 4; r++) {
-        __m512 yr[4];
-        at6_512(t[r * 6], t[r * 6 + 1], t[r * 6 + 2], t[r * 6 + 3], t[r * 6 + 4], t[r * 6 + 5], yr, 1);
-        for (int q = 0; q < 4; q++) _mm512_store_ps(y[r * 4 + q], yr[q]);
+    __m512 yv[16];
+    for (int r = 0; r < 4; r++)
+        at6_512(t[r * 6], t[r * 6 + 1], t[r * 6 + 2], t[r * 6 + 3], t[r * 6 + 4], t[r * 6 + 5], yv + 4 * r, 1);
+    if (gp && gp->row_run) {
+        store_row_run(c, out, res, o, org[0], org[1], yv);
+        return;
     }
+    _Alignas(64) float y[16][LANES];
+    for (int k = 0; k < 16; k++) _mm512_store_ps(y[k], yv[k]);
     scatter_tiles(c, out, res, o, org, nt, y);
 }
 
@@ -438,8 +481,8 @@ static void input_sliver(const conv2d *c, tensor in, int ch, const int *org, int
 }
 
 static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o, const int *org, int nt,
-                          const float *m, size_t xi_stride) {
-    if (gemm_isa_avx512()) output_tiles_avx512(c, out, res, o, org, nt, m, xi_stride);
+                          const float *m, size_t xi_stride, const gather_plan *gp) {
+    if (gemm_isa_avx512()) output_tiles_avx512(c, out, res, o, org, nt, m, xi_stride, gp);
     else output_tiles(c, out, res, o, org, nt, m, xi_stride);
 }
 
@@ -477,7 +520,7 @@ static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out
                 for (int s = 0; s < ns; s++) {
                     int t0 = s * LANES;
                     output_sliver(c, out, residual, o0 + o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                                  m + (size_t)o * T + t0, p.mstride);
+                                  m + (size_t)o * T + t0, p.mstride, plans ? plans + (b0 + t0) / LANES : NULL);
                 }
         }
     }
@@ -521,7 +564,7 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
             for (int s = 0; s < ns; s++) {
                 int t0 = s * LANES;
                 output_sliver(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                              m + (size_t)o * T + t0, mstride);
+                              m + (size_t)o * T + t0, mstride, plans ? plans + (b0 + t0) / LANES : NULL);
             }
     }
 }
