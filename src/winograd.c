@@ -200,7 +200,8 @@ static void transform_row(const conv2d *c, const float *g, int s0, int s1, int r
 }
 
 /* transform_row with 16-lane vectors: the same products and sums in the same order (C contracts nothing
- * here, -std=c11), so U has the same bits. */
+ * here, -std=c11), so U has the same bits. Written out because the scalar source compiled for AVX-512 (an
+ * always-inline body in an avx512f wrapper) made the 2048->512 head conv 6-10 % slower. */
 static SA_AVX512 void transform_row_avx512(const conv2d *c, const float *g, int s0, int s1, int r, float *u,
                                            size_t ustride) {
     size_t tap = (size_t)c->cin * GEMM_MR;
@@ -227,17 +228,21 @@ static SA_AVX512 void transform_row_avx512(const conv2d *c, const float *g, int 
     }
 }
 
-/* y = Bᵀ x along one dimension of 6, for 8 tiles at once. */
-static inline void bt6(const __m256 *x, __m256 *y, int step) {
-    const __m256 four = _mm256_set1_ps(4.f), five = _mm256_set1_ps(5.f), two = _mm256_set1_ps(2.f);
-    __m256 x0 = x[0], x1 = x[step], x2 = x[2 * step], x3 = x[3 * step], x4 = x[4 * step], x5 = x[5 * step];
-    y[0] = _mm256_fmadd_ps(four, x0, _mm256_fnmadd_ps(five, x2, x4));
-    y[step] = _mm256_fnmadd_ps(four, _mm256_add_ps(x1, x2), _mm256_add_ps(x3, x4));
-    y[2 * step] = _mm256_fmadd_ps(four, _mm256_sub_ps(x1, x2), _mm256_sub_ps(x4, x3));
-    y[3 * step] = _mm256_fmadd_ps(two, _mm256_sub_ps(x3, x1), _mm256_sub_ps(x4, x2));
-    y[4 * step] = _mm256_fmadd_ps(two, _mm256_sub_ps(x1, x3), _mm256_sub_ps(x4, x2));
-    y[5 * step] = _mm256_fmadd_ps(four, x1, _mm256_fnmadd_ps(five, x3, x5));
-}
+/* y = Bᵀ x along one dimension of 6, for a vector of tiles at once: one definition for both vector widths
+ * (P the intrinsic prefix), so the AVX2 and AVX-512 paths cannot drift apart and give the same bits. */
+#define DEFINE_BT6(NAME, VEC, P, ATTR)                                                                     \
+    static inline ATTR void NAME(const VEC *x, VEC *y, int step) {                                         \
+        const VEC four = P##_set1_ps(4.f), five = P##_set1_ps(5.f), two = P##_set1_ps(2.f);                \
+        VEC x0 = x[0], x1 = x[step], x2 = x[2 * step], x3 = x[3 * step], x4 = x[4 * step], x5 = x[5 * step]; \
+        y[0] = P##_fmadd_ps(four, x0, P##_fnmadd_ps(five, x2, x4));                                        \
+        y[step] = P##_fnmadd_ps(four, P##_add_ps(x1, x2), P##_add_ps(x3, x4));                             \
+        y[2 * step] = P##_fmadd_ps(four, P##_sub_ps(x1, x2), P##_sub_ps(x4, x3));                          \
+        y[3 * step] = P##_fmadd_ps(two, P##_sub_ps(x3, x1), P##_sub_ps(x4, x2));                           \
+        y[4 * step] = P##_fmadd_ps(two, P##_sub_ps(x1, x3), P##_sub_ps(x4, x2));                           \
+        y[5 * step] = P##_fmadd_ps(four, x1, P##_fnmadd_ps(five, x3, x5));                                 \
+    }
+DEFINE_BT6(bt6, __m256, _mm256, )
+DEFINE_BT6(bt6_512, __m512, _mm512, SA_AVX512)
 
 /* 8 tiles (half a packed-B sliver) of one input channel → V[ξ][sliver][ch][lane]: masked vector gathers
  * (zero outside the image and for lanes past nt), then Bᵀ d B on 8 tiles at once. */
@@ -334,18 +339,8 @@ static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, 
     scatter_tiles(c, out, res, o, org, nt, y);
 }
 
-/* The same transforms with 16-lane AVX-512 vectors (one packed-B sliver per call). Same operations in
- * the same order as the AVX2/scalar code, so the bits do not depend on which one runs. */
-static inline SA_AVX512 void bt6_512(const __m512 *x, __m512 *y, int step) {
-    const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f), two = _mm512_set1_ps(2.f);
-    __m512 x0 = x[0], x1 = x[step], x2 = x[2 * step], x3 = x[3 * step], x4 = x[4 * step], x5 = x[5 * step];
-    y[0] = _mm512_fmadd_ps(four, x0, _mm512_fnmadd_ps(five, x2, x4));
-    y[step] = _mm512_fnmadd_ps(four, _mm512_add_ps(x1, x2), _mm512_add_ps(x3, x4));
-    y[2 * step] = _mm512_fmadd_ps(four, _mm512_sub_ps(x1, x2), _mm512_sub_ps(x4, x3));
-    y[3 * step] = _mm512_fmadd_ps(two, _mm512_sub_ps(x3, x1), _mm512_sub_ps(x4, x2));
-    y[4 * step] = _mm512_fmadd_ps(two, _mm512_sub_ps(x1, x3), _mm512_sub_ps(x4, x2));
-    y[5 * step] = _mm512_fmadd_ps(four, x1, _mm512_fnmadd_ps(five, x3, x5));
-}
+/* The AVX-512 path from here on: the same transforms with 16-lane vectors (one packed-B sliver per call),
+ * the same operations in the same order as the AVX2/scalar code, so the bits do not depend on which runs. */
 
 /* The gather plan of one sliver (tiles org[0..nt), lanes past nt empty). */
 static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gather_plan *gp) {
@@ -390,11 +385,14 @@ static inline SA_AVX512 void split4(const __m512 *e, __m512 *p) {
     p[0] = split2(e01, e23, 0), p[2] = split2(e01, e23, 1), p[1] = split2(o01, o23, 0), p[3] = split2(o01, o23, 1);
 }
 
+/* Row loads of 16 floats a row run needs: 4·16·d columns of tiles and the 2·d beyond them. */
+static inline int row_run_loads(int dl) { return dl == 1 ? 5 : 9; }
+
 /* One row r of the 16 tiles of a row run: y[q] lane j = image row `row` at column col0 + q·d + 4·d·j
  * (zero outside the image), the same values the gathers would fetch. */
 static inline SA_AVX512 void load_row_run(const float *row, const gather_plan *gp, int dl, __m512 *y) {
     __m512 e[9], f[4], p[4];
-    int nv = dl == 1 ? 5 : 9;
+    int nv = row_run_loads(dl);
     for (int v = 0; v < nv; v++) e[v] = _mm512_maskz_loadu_ps(gp->load_mask[v], row + gp->col0 + 16 * v);
     if (dl == 1) {
         split4(e, p);
@@ -424,7 +422,7 @@ static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl,
                 load_row_run(row, gp, dl, d + r * 6);
                 /* The next channel's plane is read by the next jobs: ask for its lines of this row now (the
                  * loads above stall on the first touch of every row otherwise). */
-                for (int lv = 0; lv < (dl == 1 ? 5 : 9); lv++)
+                for (int lv = 0; lv < row_run_loads(dl); lv++)
                     if (gp->load_mask[lv]) _mm_prefetch((const char *)(row + next_plane + gp->col0 + 16 * lv), _MM_HINT_T0);
             }
         }
