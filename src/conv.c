@@ -19,7 +19,7 @@ int conv_load(weight_store *ws, conv2d *c, const conv_spec *s, sa_error *err) {
     c->stride = s->stride ? s->stride : 1, c->pad = s->pad, c->dil = s->dil ? s->dil : 1, c->relu = s->relu;
     snprintf(c->name, sizeof c->name, "%.*s", (int)(strrchr(s->weight, '.') - s->weight), s->weight);
     size_t per_out = (size_t)s->cin * s->k * s->k;
-    c->w = malloc((size_t)s->cout * per_out * sizeof(float));
+    c->w = gemm_alloc((size_t)s->cout * per_out);
     c->b = calloc((size_t)s->cout, sizeof(float));
     double *bn = malloc(2 * (size_t)s->cout * sizeof(double)); /* scale, shift */
     int code = SA_OK;
@@ -69,7 +69,7 @@ void conv_fold_affine(conv2d *c, int o, double scale, double shift) {
 }
 
 void conv_free(conv2d *c) {
-    free(c->w), free(c->b), gemm_free(c->packed), gemm_free(c->wino);
+    gemm_free(c->w), free(c->b), gemm_free(c->packed), gemm_free(c->wino);
     c->w = c->b = c->packed = c->wino = NULL;
     c->prepared = 0;
 }
@@ -136,7 +136,7 @@ static void conv_prepare(const conv2d *cc) {
     if (!c->packed && !c->wino) abort();
     c->prepared = 1 + use_winograd;
     if (c->release_source) {
-        free(c->w);
+        gemm_free(c->w);
         c->w = NULL;
     }
 }

@@ -60,6 +60,8 @@ size_t gemm_packed_b_floats(int k, int n) { return (size_t)((n + NR - 1) / NR) *
 
 void gemm_pack_a(int trans, int m, int k, const float *a, int lda, float *ap) {
     int ms = (m + MR - 1) / MR;
+    /* Weight packing at first use is parallel; packing inside an op's parallel region stays on its thread. */
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && (size_t)m * k >= ((size_t)1 << 16))
     for (int s = 0; s < ms; s++) {
         float *dst = ap + (size_t)s * MR * k;
         int i0 = s * MR, rows = m - i0 < MR ? m - i0 : MR;

@@ -43,24 +43,34 @@ static const double G[6][3] = {{1. / 4, 0, 0},         {-1. / 6, -1. / 6, -1. / 
 
 /* Stride between the 36 packed matrices: one cache line more than their size, so that the 36 streams of
  * the weight transform (and of the GEMMs) do not all fall into the same cache sets. */
+static int out_slivers(const conv2d *c) { return (c->cout + GEMM_MR - 1) / GEMM_MR; }
 static size_t xi_stride(const conv2d *c) { return gemm_packed_a_floats(c->cout, c->cin) + 16; }
 
+/* Weight transforms run once per conv, on its first use, inside the first predict: parallel over output
+ * slivers (each writes only its own rows, zero padding included), so that they and the first touch of
+ * their pages do not leave the other cores waiting. */
 static float *transform_all(const conv2d *c) {
-    size_t xs = xi_stride(c);
+    size_t xs = xi_stride(c), sliver = (size_t)GEMM_MR * c->cin;
+    int ms = out_slivers(c);
     float *u = gemm_alloc(WT * xs);
     if (!u) return NULL;
-    memset(u, 0, WT * xs * sizeof(float));
-    for (int o = 0; o < c->cout; o++) {
-        float *dst = u + (size_t)(o / GEMM_MR) * GEMM_MR * c->cin + o % GEMM_MR; /* packed A: sliver, row */
-        for (int i = 0; i < c->cin; i++) {
-            const float *g = c->w + ((size_t)o * c->cin + i) * 9;
-            double t[6][3];
-            for (int r = 0; r < 6; r++)
-                for (int q = 0; q < 3; q++) t[r][q] = G[r][0] * g[q] + G[r][1] * g[3 + q] + G[r][2] * g[6 + q];
-            for (int r = 0; r < 6; r++)
-                for (int q = 0; q < 6; q++)
-                    dst[(size_t)(r * 6 + q) * xs + (size_t)i * GEMM_MR] =
-                        (float)(t[r][0] * G[q][0] + t[r][1] * G[q][1] + t[r][2] * G[q][2]);
+    for (int xi = 0; xi < WT; xi++) memset(u + xi * xs + ms * sliver, 0, (xs - ms * sliver) * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int s = 0; s < ms; s++) {
+        for (int xi = 0; xi < WT; xi++) memset(u + xi * xs + s * sliver, 0, sliver * sizeof(float));
+        int o1 = (s + 1) * GEMM_MR < c->cout ? (s + 1) * GEMM_MR : c->cout;
+        for (int o = s * GEMM_MR; o < o1; o++) {
+            float *dst = u + s * sliver + o % GEMM_MR; /* packed A: sliver, row */
+            for (int i = 0; i < c->cin; i++) {
+                const float *g = c->w + ((size_t)o * c->cin + i) * 9;
+                double t[6][3];
+                for (int r = 0; r < 6; r++)
+                    for (int q = 0; q < 3; q++) t[r][q] = G[r][0] * g[q] + G[r][1] * g[3 + q] + G[r][2] * g[6 + q];
+                for (int r = 0; r < 6; r++)
+                    for (int q = 0; q < 6; q++)
+                        dst[(size_t)(r * 6 + q) * xs + (size_t)i * GEMM_MR] =
+                            (float)(t[r][0] * G[q][0] + t[r][1] * G[q][1] + t[r][2] * G[q][2]);
+            }
         }
     }
     return u;
@@ -125,7 +135,6 @@ typedef struct {
     size_t vstride, ustride, mstride, per_thread;
 } lean_plan;
 
-static int out_slivers(const conv2d *c) { return (c->cout + GEMM_MR - 1) / GEMM_MR; }
 
 static lean_plan plan_lean(const conv2d *c, int T, int threads) {
     lean_plan p;
@@ -161,11 +170,17 @@ static float *pack_taps(const conv2d *c) {
     size_t tap = (size_t)c->cin * GEMM_MR;
     float *g = gemm_alloc((size_t)ms * 9 * tap + 16);
     if (!g) return NULL;
-    memset(g, 0, ((size_t)ms * 9 * tap + 16) * sizeof(float));
-    for (int o = 0; o < c->cout; o++)
-        for (int i = 0; i < c->cin; i++)
-            for (int k = 0; k < 9; k++)
-                g[((size_t)(o / GEMM_MR) * 9 + k) * tap + (size_t)i * GEMM_MR + o % GEMM_MR] = c->w[((size_t)o * c->cin + i) * 9 + k];
+    memset(g + (size_t)ms * 9 * tap, 0, 16 * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int s = 0; s < ms; s++) {
+        float *gs = g + (size_t)s * 9 * tap;
+        memset(gs, 0, 9 * tap * sizeof(float));
+        int o1 = (s + 1) * GEMM_MR < c->cout ? (s + 1) * GEMM_MR : c->cout;
+        for (int o = s * GEMM_MR; o < o1; o++)
+            for (int i = 0; i < c->cin; i++)
+                for (int k = 0; k < 9; k++)
+                    gs[k * tap + (size_t)i * GEMM_MR + o % GEMM_MR] = c->w[((size_t)o * c->cin + i) * 9 + k];
+    }
     return g;
 }
 

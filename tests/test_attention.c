@@ -107,7 +107,11 @@ static void run_gemm(float *c) {
 static void run_conv_ch(float *out, int k, int stride, int dil, int cin, int cout) {
     conv2d c = {.cout = cout, .cin = cin, .kh = k, .kw = k, .stride = stride, .pad = dil * (k / 2), .dil = dil,
                 .relu = 1, .name = "t"};
-    c.w = rand_buf((size_t)cout * cin * k * k, 41, 0.2f), c.b = rand_buf(cout, 42, 1.f);
+    size_t nw = (size_t)cout * cin * k * k;
+    float *w = rand_buf(nw, 41, 0.2f);
+    c.w = gemm_alloc(nw), c.b = rand_buf(cout, 42, 1.f); /* conv_free gives w back with gemm_free */
+    memcpy(c.w, w, nw * sizeof(float));
+    free(w);
     tensor in = {cin, 61, 77, rand_buf((size_t)cin * 61 * 77, 43, 1.f)};
     int oh, ow;
     conv_out_size(&c, in.h, in.w, &oh, &ow);

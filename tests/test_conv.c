@@ -13,7 +13,7 @@ static void fill(float *x, size_t n, unsigned seed) {
 static double conv_error(int cin, int cout, int k, int stride, int pad, int dil, int h, int w, int relu,
                          int with_residual) {
     conv2d c = {.cout = cout, .cin = cin, .kh = k, .kw = k, .stride = stride, .pad = pad, .dil = dil, .relu = relu, .name = "test"};
-    c.w = malloc((size_t)cout * cin * k * k * sizeof(float));
+    c.w = gemm_alloc((size_t)cout * cin * k * k); /* conv_free gives it back with gemm_free */
     c.b = malloc((size_t)cout * sizeof(float));
     fill(c.w, (size_t)cout * cin * k * k, 1), fill(c.b, (size_t)cout, 2);
     tensor in = {cin, h, w, malloc((size_t)cin * h * w * sizeof(float))};
@@ -150,7 +150,7 @@ START_TEST(winograd_isa_identical) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
-        c.w = malloc((size_t)c.cout * c.cin * 9 * sizeof(float));
+        c.w = gemm_alloc((size_t)c.cout * c.cin * 9);
         c.b = malloc((size_t)c.cout * sizeof(float));
         fill(c.w, (size_t)c.cout * c.cin * 9, 21), fill(c.b, (size_t)c.cout, 22);
         tensor in = {c.cin, sh[2], sh[3], malloc((size_t)c.cin * sh[2] * sh[3] * sizeof(float))};
