@@ -73,11 +73,13 @@ tensor isanet_context(run_ctx *ctx, const void *p, tensor x) {
     tensor padded = ctx_tensor(ctx, x.c, hp, wp);
     int *index = (int *)ctx_scratch(ctx, 2 * (size_t)hp * wp);
     if (!ctx->dry && !ctx->ar.failed) {
-        memset(padded.d, 0, tensor_numel(padded) * sizeof(float));
-        for (int c = 0; c < x.c; c++)
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < x.c; c++) {
+            memset(padded.d + (size_t)c * hp * wp, 0, (size_t)hp * wp * sizeof(float));
             for (int y = 0; y < x.h; y++)
                 memcpy(padded.d + ((size_t)c * hp + y + top) * wp + left, x.d + ((size_t)c * x.h + y) * x.w,
                        (size_t)x.w * sizeof(float));
+        }
         make_groups(gh, gw, h->lh, h->lw, 0, index);
         make_groups(gh, gw, h->lh, h->lw, 1, index + (size_t)hp * wp);
     }
@@ -89,6 +91,7 @@ tensor isanet_context(run_ctx *ctx, const void *p, tensor x) {
     ctx_release_ptr(ctx, index);
     tensor cropped = ctx_tensor(ctx, x.c, x.h, x.w);
     if (!ctx->dry && !ctx->ar.failed)
+#pragma omp parallel for schedule(static)
         for (int c = 0; c < x.c; c++)
             for (int y = 0; y < x.h; y++)
                 memcpy(cropped.d + ((size_t)c * x.h + y) * x.w, l.d + ((size_t)c * hp + y + top) * wp + left,

@@ -122,6 +122,7 @@ static tensor normalise_into_arena(sa_model *m, const sa_image *img) {
     for (int c = 0; c < 3; c++) {
         int src = m->cfg.to_rgb ? c : 2 - c;
         float mean = m->cfg.mean[c], std = m->cfg.std[c];
+#pragma omp parallel for schedule(static)
         for (size_t i = 0; i < plane; i++) t.d[c * plane + i] = ((float)img->rgb[i * 3 + src] - mean) / std;
     }
     return t;
