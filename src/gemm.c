@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "bands.h"
 #include "ops.h"
 
 #define MR GEMM_MR
@@ -373,14 +374,19 @@ void gemm_panels(int m, int n, int k, float alpha, const float *ap, gemm_fill_b 
         if (!own) abort();
         work = own;
     }
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads > 1)
-    for (int pi = 0; pi < panels; pi++) {
-        float *bp = work + per * (size_t)omp_get_thread_num();
-        int j0 = pi * GEMM_NC, nc = n - j0 < GEMM_NC ? n - j0 : GEMM_NC;
-        fill(arg, j0, nc, bp);
-        gemm_epilogue ep;
-        if (e) ep = *e, ep.res = e->res ? e->res + j0 : NULL;
-        gemm_packed(m, nc, k, alpha, ap, bp, beta, c + j0, ldc, e ? &ep : NULL, 0);
+    work_bands wb; /* panels are pixel ranges: each thread keeps to its band of the image (bands.h) */
+    bands_init(&wb, panels, threads);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = omp_get_thread_num();
+        float *bp = work + per * (size_t)t;
+        for (int pi; (pi = bands_next(&wb, t)) >= 0;) {
+            int j0 = pi * GEMM_NC, nc = n - j0 < GEMM_NC ? n - j0 : GEMM_NC;
+            fill(arg, j0, nc, bp);
+            gemm_epilogue ep;
+            if (e) ep = *e, ep.res = e->res ? e->res + j0 : NULL;
+            gemm_packed(m, nc, k, alpha, ap, bp, beta, c + j0, ldc, e ? &ep : NULL, 0);
+        }
     }
     free(own);
 }

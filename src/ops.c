@@ -1,8 +1,10 @@
 /* Small ops with no weights: pooling, concatenation, softmax. */
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
+#include "bands.h"
 #include "ops.h"
 
 tensor maxpool3x3s2(run_ctx *ctx, tensor in) {
@@ -10,11 +12,13 @@ tensor maxpool3x3s2(run_ctx *ctx, tensor in) {
     int id = ctx_log(ctx, "backbone.maxpool", in, out, 0, 0);
     if (ctx->dry || ctx->ar.failed) return out;
     double t0 = wall_seconds();
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < in.c; c++) {
-        const float *src = in.d + (size_t)c * in.h * in.w;
-        float *dst = out.d + (size_t)c * out.h * out.w;
-        for (int y = 0; y < out.h; y++)
+    work_bands wb; /* by rows, not channels: each thread reads the band of the stem output it wrote (bands.h) */
+    bands_init(&wb, out.h, omp_get_max_threads());
+#pragma omp parallel
+    for (int y; (y = bands_next(&wb, omp_get_thread_num())) >= 0;)
+        for (int c = 0; c < in.c; c++) {
+            const float *src = in.d + (size_t)c * in.h * in.w;
+            float *dst = out.d + ((size_t)c * out.h + y) * out.w;
             for (int x = 0; x < out.w; x++) {
                 float m = -FLT_MAX;
                 for (int dy = -1; dy <= 1; dy++)
@@ -22,9 +26,9 @@ tensor maxpool3x3s2(run_ctx *ctx, tensor in) {
                         int iy = 2 * y + dy, ix = 2 * x + dx;
                         if (iy >= 0 && iy < in.h && ix >= 0 && ix < in.w && src[iy * in.w + ix] > m) m = src[iy * in.w + ix];
                     }
-                dst[y * out.w + x] = m;
+                dst[x] = m;
             }
-    }
+        }
     ctx_log_time(ctx, id, t0);
     return out;
 }

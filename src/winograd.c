@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bands.h"
 #include "ops.h"
 
 #define WT 36
@@ -599,8 +600,10 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
     }
     size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16; /* off the 4 KiB grid */
     int batches = (n + T - 1) / T;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int bi = 0; bi < batches; bi++) {
+    work_bands wb; /* batches are runs of tiles in image order: each thread keeps to its band (bands.h) */
+    bands_init(&wb, batches, threads);
+#pragma omp parallel
+    for (int bi; (bi = bands_next(&wb, omp_get_thread_num())) >= 0;) {
         float *v = scratch + thread_floats(c, T) * omp_get_thread_num(), *m = v + (size_t)WT * vstride;
         int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
         for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
