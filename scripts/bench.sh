@@ -110,6 +110,12 @@ run_row() { # ROW DEPTH H W CONFIG_PATTERN
         out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
         [ -n "$out" ] || out="{\"error\": \"segattn bench failed (see $WORK/errors.log)\"}"
         record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn\", \"r\": $out}"
+        if [ "$THREADS" -gt 1 ]; then # thread scaling: the same runs on one thread
+            note "$row $head: segattn, 1 thread"
+            out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t 1 2>>"$WORK/errors.log" | tail -1)
+            [ -n "$out" ] || out="{\"error\": \"segattn bench -t 1 failed (see $WORK/errors.log)\"}"
+            record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn1\", \"r\": $out}"
+        fi
         if [ $TORCH_OK = 1 ]; then
             note "$row $head: torch"
             out=$(timeout 3600 $PY "$REF/torch_cpu.py" "$depth" "$head" "$H" "$W" "$THREADS" "$RUNS" 2>>"$WORK/errors.log" | tail -1)
@@ -164,8 +170,8 @@ print(f"machine: {cpu}, {cores} cores; {threads} threads per engine; median of {
 print(f"segattn {commit}; PyTorch {torch_v}; ONNX Runtime (onnxruntime-node) {ort_v}")
 print(f"measured FMA peak ({threads} threads, scripts/fma_peak.c): {peak:.1f} GFLOP/s; load average at the start / end: {load0} / {load}")
 print(f"command: {cmd}\n")
-print("| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+print(f"| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT | segattn 1 -> {threads} threads (min) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 notes = []
 for (row, head), e in res.items():
     def cell(name):
@@ -189,12 +195,15 @@ for (row, head), e in res.items():
     gflops = round(float(gflop) / s, 1) if gflop and s else None  # gflop is already 2 x MACs
     pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
     rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
+    one = e.get("segattn1", {})
+    scaling = f"{one['min_s'] / s:.2f}x ({one['min_s']:.3f} s)" if s and "min_s" in one else "-"
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
-          f"{gflops if gflops is not None else '-'} | {pct} | {rss} |")
+          f"{gflops if gflops is not None else '-'} | {pct} | {rss} | {scaling} |")
 print("\nTimes: median (min) wall seconds of whole predictions. segattn / fastest peer compares the minima (< 1: segattn "
       "is faster); the minimum is the least disturbed by other load. GFLOP = 2 x direct-convolution MACs of segattn's "
       "network (`segattn info`); GFLOP/s (at segattn's minimum time) and % FMA peak are segattn's, and can exceed "
-      "100 % because segattn's Winograd 3x3 convolutions do fewer multiplications than the direct count.")
+      "100 % because segattn's Winograd 3x3 convolutions do fewer multiplications than the direct count. "
+      f"The last column is segattn's minimum on 1 thread over its minimum on {threads}, from runs made right after each other.")
 for n in notes: print(f"- {n}")
 EOF
 )
