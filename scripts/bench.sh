@@ -93,6 +93,13 @@ fi
 [ -n "$PEAK" ] || { note "FMA peak not measured"; PEAK=0; }
 
 # --- runs --------------------------------------------------------------------------------------------------
+run_segattn() { # THREADS ENGINE, inside run_row's head loop
+    note "$row $head: segattn, $1 thread(s)"
+    local out
+    out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$1" 2>>"$WORK/errors.log" | tail -1)
+    [ -n "$out" ] || out="{\"error\": \"segattn bench -t $1 failed (see $WORK/errors.log)\"}"
+    record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"$2\", \"r\": $out}"
+}
 run_row() { # ROW DEPTH H W CONFIG_PATTERN
     local row=$1 depth=$2 H=$3 W=$4 pattern=$5 onnxdir=$WORK/r$2_$3x$4 head
     if [ $ORT_OK = 1 ]; then
@@ -106,16 +113,8 @@ run_row() { # ROW DEPTH H W CONFIG_PATTERN
     fi
     for head in ${HEADS//,/ }; do
         local cfg=${pattern//HEAD/$head} out
-        note "$row $head: segattn"
-        out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
-        [ -n "$out" ] || out="{\"error\": \"segattn bench failed (see $WORK/errors.log)\"}"
-        record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn\", \"r\": $out}"
-        if [ "$THREADS" -gt 1 ]; then # thread scaling: the same runs on one thread
-            note "$row $head: segattn, 1 thread"
-            out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t 1 2>>"$WORK/errors.log" | tail -1)
-            [ -n "$out" ] || out="{\"error\": \"segattn bench -t 1 failed (see $WORK/errors.log)\"}"
-            record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn1\", \"r\": $out}"
-        fi
+        run_segattn "$THREADS" segattn
+        [ "$THREADS" -gt 1 ] && run_segattn 1 segattn1 # thread scaling: the same runs on one thread
         if [ $TORCH_OK = 1 ]; then
             note "$row $head: torch"
             out=$(timeout 3600 $PY "$REF/torch_cpu.py" "$depth" "$head" "$H" "$W" "$THREADS" "$RUNS" 2>>"$WORK/errors.log" | tail -1)

@@ -337,7 +337,7 @@ static void run_gemm(gemm_job g, int parallel) {
         g.mb = (g.ms + g.nmb - 1) / g.nmb, g.nmb = (g.ms + g.mb - 1) / g.mb;
     }
     int tasks = g.nmb * g.nnb;
-    if (parallel && tasks > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
+    if (threads > 1 && tasks > 1) {
 #pragma omp parallel for schedule(dynamic)
         for (int t = 0; t < tasks; t++) run_task(&g, t);
     } else {

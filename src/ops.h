@@ -65,6 +65,8 @@ void gemm_set_threads(int threads);
  * one for tests. The kernels give identical bits. */
 int gemm_isa_avx512(void);
 void gemm_force_isa(int avx512);
+/* Functions built for AVX-512 on top of the x86-64-v3 baseline; called only where gemm_isa_avx512(). */
+#define SA_AVX512 __attribute__((target("avx512f")))
 
 /* The blocked GEMM on packed operands. A packs as ceil(m/6) slivers of k×6 floats (row r of the sliver at
  * [p·6 + r]), B as ceil(n/16) slivers of k×16 floats; both zero-padded, 32-byte aligned. The epilogue (NULL
@@ -72,8 +74,6 @@ void gemm_force_isa(int avx512);
  * parallel region) output blocks are shared among the OpenMP threads; the K summation order never depends
  * on the thread count, so results are bit-identical for any number of threads. */
 #define GEMM_MR 6
-/* Functions built for AVX-512 on top of the x86-64-v3 baseline; called only where gemm_isa_avx512(). */
-#define SA_AVX512 __attribute__((target("avx512f")))
 #define GEMM_NR 16
 typedef struct {
     const float *bias, *res;

@@ -42,9 +42,9 @@ int winograd_applies(const conv2d *c) { return c->kh == 3 && c->kw == 3 && c->st
 static const double G[6][3] = {{1. / 4, 0, 0},         {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
                                {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
 
+static int out_slivers(const conv2d *c) { return (c->cout + GEMM_MR - 1) / GEMM_MR; }
 /* Stride between the 36 packed matrices: one cache line more than their size, so that the 36 streams of
  * the weight transform (and of the GEMMs) do not all fall into the same cache sets. */
-static int out_slivers(const conv2d *c) { return (c->cout + GEMM_MR - 1) / GEMM_MR; }
 static size_t xi_stride(const conv2d *c) { return gemm_packed_a_floats(c->cout, c->cin) + 16; }
 
 /* Weight transforms run once per conv, on its first use, inside the first predict: parallel over output
