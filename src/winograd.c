@@ -77,91 +77,90 @@ static float *transform_all(const conv2d *c) {
     return u;
 }
 
+/* Tiles in image-row order: tile row ty of every sub-grid (image rows ry + 4·d·ty … + 3·d) before tile row
+ * ty + 1, so that a run of tiles, and so a thread's band of them, covers a band of image rows, as the
+ * pixel bands of the 1×1 convs before and after do. Within a sub-grid row, tiles run left to right. */
 static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
     int d = c->dil, n = 0;
-    for (int ry = 0; ry < d && ry < oh; ry++)
-        for (int rx = 0; rx < d && rx < ow; rx++) {
-            int sh = (oh - ry + d - 1) / d, sw = (ow - rx + d - 1) / d;
-            for (int ty = 0; ty < sh; ty += 4)
+    for (int ty = 0; 4 * d * ty < oh; ty++)
+        for (int ry = 0; ry < d && ry < oh; ry++) {
+            int sh = (oh - ry + d - 1) / d;
+            if (4 * ty >= sh) continue;
+            for (int rx = 0; rx < d && rx < ow; rx++) {
+                int sw = (ow - rx + d - 1) / d;
                 for (int tx = 0; tx < sw; tx += 4, n++)
-                    if (origins) origins[2 * n] = ry + d * ty, origins[2 * n + 1] = rx + d * tx;
+                    if (origins) origins[2 * n] = ry + d * 4 * ty, origins[2 * n + 1] = rx + d * tx;
+            }
         }
     return n;
 }
 
-/* Two schedules. Small weights (U under 8 MiB): U is transformed once at load and every thread takes
- * whole batches of tiles in its own buffers, no barrier inside the conv. Big weights (the 256/512-channel
- * stages, few tiles): the lean schedule below, which never stores U. */
+/* One schedule, two sources of U. Every thread takes whole batches of tiles from its band (bands.h) and
+ * runs them start to end in its own buffers: input transform into V, the 36 GEMMs M = U·V, output
+ * transform. No barrier inside the conv, and a thread reads only its own V and the image rows of its band.
+ * Small weights (U under 8 MiB) keep U, transformed once at load. Big ones (the 256/512-channel stages)
+ * keep only the taps g and rebuild U per batch, a block of output channels at a time into an L2-sized
+ * buffer (the lean path): it costs a few per cent of the GEMMs' work and keeps the weights at 9 floats per
+ * (cout, cin) pair instead of 36. An earlier lean schedule shared one V among the threads and split the
+ * output channels instead; every thread then read the whole V, half of it from the other core's cache. */
 #define LEAN_U_BYTES (8u << 20)
-/* The shared V of one batch of tiles. Fewer, larger batches rebuild U less often and give the GEMMs wider B
- * panels (measured 16 -> 48 MiB: the 2048->512 head conv -8 %, the layer3/4 3x3s -5 %; peak RSS unchanged,
- * it is set by other layers). */
+/* V of the lean path's batches, all threads together. Fewer, larger batches rebuild U less often and give
+ * the GEMMs wider B panels (measured 16 -> 48 MiB: the 2048->512 head conv -8 %, the layer3/4 3x3s -5 %;
+ * peak RSS unchanged, it is set by other layers). */
 #define LEAN_V_BYTES (48u << 20)
+/* Output slivers per block of the lean path: 48 rows, so that each V value loaded feeds 48 rows of FMAs
+ * and the 6 U[ξ] of a row of ξ stay in L2. */
+#define LEAN_BLOCK_SLIVERS 8
 
 static int lean_schedule(const conv2d *c) { return (size_t)WT * c->cin * c->cout * sizeof(float) > LEAN_U_BYTES; }
 
-/* Tiles per batch: within the budget, and for per-thread batches at least two per thread where there are
- * enough tiles, so that a thread held up elsewhere does not hold up the conv. */
+/* Tiles per batch: within the budget, in equal batches, a multiple of the thread count (else one thread
+ * does a whole batch more than the other at the end: 7 batches on 2 threads left the 32->64 stem conv at
+ * 1.4x from 1 to 2 threads). With stored U at least two batches per thread, so that a thread held up
+ * elsewhere does not hold up the conv; lean batches rebuild U each, so one per thread where it fits. */
 static int batch_tiles(const conv2d *c, int ntiles, int threads) {
-    int lean = lean_schedule(c);
+    int lean = lean_schedule(c), per_thread = lean ? 1 : 2;
     size_t per_tile = (size_t)WT * (lean ? c->cin : c->cin + c->cout) * sizeof(float);
-    int t = (int)((lean ? LEAN_V_BYTES : BATCH_BYTES) / per_tile) / LANES * LANES;
-    if (!lean) {
-        int share = (ntiles + 2 * threads - 1) / (2 * threads);
-        share = (share + LANES - 1) / LANES * LANES;
-        if (t > share) t = share;
-    }
+    int t = (int)((lean ? LEAN_V_BYTES / threads : BATCH_BYTES) / per_tile) / LANES * LANES;
+    int share = (ntiles + per_thread * threads - 1) / (per_thread * threads);
+    share = (share + LANES - 1) / LANES * LANES;
+    if (t > share) t = share;
     /* Lean batches of at least 6 slivers (two full groups of the AVX-512 kernel), even where V then passes
      * the budget (cin ≥ 1024): fewer tiles would rebuild U too often and feed the GEMM thin B panels. */
     int least = lean ? 6 * LANES : 2 * LANES;
     if (t < least) t = least;
     if (t > 32 * LANES) t = 32 * LANES;
-    /* Equal batches: as many passes over the weights as the budget needs, and no more scratch than they take. */
     int slivers = (ntiles + LANES - 1) / LANES, per = t / LANES, batches = (slivers + per - 1) / per;
-    /* Per-thread batches: a multiple of the thread count, or one thread does a whole batch more than the
-     * other at the end (7 batches on 2 threads left the 32->64 stem conv at 1.4x from 1 to 2 threads). */
-    if (!lean && threads > 1) {
+    if (threads > 1) {
         batches = (batches + threads - 1) / threads * threads;
         if (batches > slivers) batches = slivers;
     }
     return (slivers + batches - 1) / batches * LANES;
 }
 
-static size_t thread_floats(const conv2d *c, int T) { return (size_t)WT * ((size_t)T * (c->cin + c->cout) + 32) + 16; }
-
-/* Lean layout: output channels in blocks of A slivers, at least one block per thread and about 8 slivers
- * (48 rows) each, so that every V value loaded from L3 feeds 48 rows of FMAs. */
+/* One thread's buffers: V of a batch, the rebuilt U of a row of ξ (lean path only), M of a block. */
 typedef struct {
-    int blocks, max_slivers;
+    int tiles, block_slivers;
     size_t vstride, ustride, mstride, per_thread;
-} lean_plan;
+} wino_plan;
 
-
-static lean_plan plan_lean(const conv2d *c, int T, int threads) {
-    lean_plan p;
-    int ms = out_slivers(c);
-    p.blocks = threads * ((ms + 8 * threads - 1) / (8 * threads));
-    if (p.blocks > ms) p.blocks = ms;
-    p.max_slivers = (ms + p.blocks - 1) / p.blocks;
-    p.vstride = (size_t)T * c->cin + 16;
-    p.ustride = (size_t)p.max_slivers * GEMM_MR * c->cin + 16;
-    p.mstride = (size_t)p.max_slivers * GEMM_MR * T + 16;
-    p.per_thread = 6 * p.ustride + WT * p.mstride;
+static wino_plan plan_conv(const conv2d *c, int ntiles, int threads) {
+    wino_plan p;
+    int ms = out_slivers(c), lean = lean_schedule(c), blocks = lean ? (ms + LEAN_BLOCK_SLIVERS - 1) / LEAN_BLOCK_SLIVERS : 1;
+    p.tiles = batch_tiles(c, ntiles, threads);
+    p.block_slivers = (ms + blocks - 1) / blocks;
+    p.vstride = (size_t)p.tiles * c->cin + 16; /* the 16: off the 4 KiB grid */
+    p.ustride = lean ? (size_t)p.block_slivers * GEMM_MR * c->cin + 16 : 0;
+    p.mstride = (size_t)p.block_slivers * GEMM_MR * p.tiles + 16;
+    p.per_thread = (WT * p.vstride + 6 * p.ustride + WT * p.mstride + 15) / 16 * 16;
     return p;
-}
-
-/* Floats in front of the tile origins in the scratch: V, M (and U blocks) of either schedule. */
-static size_t work_floats(const conv2d *c, int T, int threads) {
-    if (!lean_schedule(c)) return thread_floats(c, T) * threads;
-    lean_plan p = plan_lean(c, T, threads);
-    return WT * p.vstride + threads * p.per_thread;
 }
 
 size_t winograd_scratch_floats(const conv2d *c, tensor in) {
     int oh, ow, threads = omp_get_max_threads();
     conv_out_size(c, in.h, in.w, &oh, &ow);
-    int n = count_tiles(c, oh, ow, NULL), t = batch_tiles(c, n, threads);
-    return work_floats(c, t, threads) + 2 * (size_t)n + 64 + (size_t)(n + LANES - 1) / LANES * PLAN_FLOATS;
+    int n = count_tiles(c, oh, ow, NULL);
+    return plan_conv(c, n, threads).per_thread * threads + 2 * (size_t)n + 64 + (size_t)(n + LANES - 1) / LANES * PLAN_FLOATS;
 }
 
 /* The 9 taps of g as 9 packed A operands per sliver: tap k of sliver s at g[(s·9 + k)·cin·6], row r of
@@ -537,54 +536,11 @@ static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o,
     else output_tiles(c, out, res, o, org, nt, m, xi_stride);
 }
 
-/* Lean schedule: per batch of tiles, all threads fill the shared V; then each thread takes whole blocks of
- * output channels: for each row r of ξ it transforms the 6 U[ξ] of its block (an L2-sized buffer), runs
- * their 6 GEMMs into its own M, and at the end transforms its channels' outputs. U is never stored
- * whole: the weights stay at 9 floats per (cout, cin) pair instead of 36. */
-static void winograd_lean(const conv2d *c, const float *g, tensor in, tensor out, const tensor *residual,
-                          float *scratch, const int *org, const gather_plan *plans, int n, int T) {
-    int threads = omp_get_max_threads(), ms = out_slivers(c);
-    lean_plan p = plan_lean(c, T, threads);
-    float *v = scratch, *work = v + WT * p.vstride;
-#pragma omp parallel
-    for (int b0 = 0; b0 < n; b0 += T) {
-        int nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
-#pragma omp for schedule(dynamic, 4)
-        for (int job = 0; job < ns * c->cin; job++) { /* channel-major: one plane stays in L1 for all slivers */
-            int ch = job / ns, s = job % ns, t0 = s * LANES;
-            input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                         v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride,
-                         plans ? plans + (b0 + t0) / LANES : NULL);
-        }
-#pragma omp for schedule(dynamic)
-        for (int bi = 0; bi < p.blocks; bi++) {
-            float *u = work + p.per_thread * omp_get_thread_num(), *m = u + 6 * p.ustride;
-            /* the larger blocks first, so that the dynamic schedule pairs them with the smaller ones */
-            int base = ms / p.blocks, extra = ms % p.blocks;
-            int s0 = bi * base + (bi < extra ? bi : extra), s1 = s0 + base + (bi < extra), o0 = s0 * GEMM_MR;
-            int rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
-            for (int r = 0; r < 6; r++) {
-                if (gemm_isa_avx512()) transform_row_avx512(c, g, s0, s1, r, u, p.ustride);
-                else transform_row(c, g, s0, s1, r, u, p.ustride);
-                for (int q = 0; q < 6; q++)
-                    gemm_packed(rows, ns * LANES, c->cin, 1.f, u + (size_t)q * p.ustride, v + (size_t)(6 * r + q) * p.vstride,
-                                0.f, m + (size_t)(6 * r + q) * p.mstride, T, NULL, 0);
-            }
-            for (int o = 0; o < rows; o++)
-                for (int s = 0; s < ns; s++) {
-                    int t0 = s * LANES;
-                    output_sliver(c, out, residual, o0 + o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                                  m + (size_t)o * T + t0, p.mstride, plans ? plans + (b0 + t0) / LANES : NULL);
-                }
-        }
-    }
-}
-
-/* Per-thread schedule: each thread takes whole batches of tiles (input transform, 36 GEMMs, output
- * transform) in its own buffers. */
+/* See "One schedule, two sources of U" above. */
 void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
-    int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), T = batch_tiles(c, n, threads);
-    int *org = (int *)(scratch + work_floats(c, T, threads));
+    int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), ms = out_slivers(c);
+    wino_plan p = plan_conv(c, n, threads);
+    int *org = (int *)(scratch + p.per_thread * threads);
     count_tiles(c, out.h, out.w, org);
     gather_plan *plans = NULL;
     if (gemm_isa_avx512()) {
@@ -594,33 +550,42 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
         for (int s = 0; s < nplans; s++)
             plan_sliver(c, in, org + 2 * s * LANES, n - s * LANES < LANES ? n - s * LANES : LANES, plans + s);
     }
-    if (lean_schedule(c)) {
-        winograd_lean(c, u, in, out, residual, scratch, org, plans, n, T);
-        return;
-    }
-    size_t pa = xi_stride(c), vstride = (size_t)T * c->cin + 16, mstride = (size_t)T * c->cout + 16; /* off the 4 KiB grid */
-    int batches = (n + T - 1) / T;
-    work_bands wb; /* batches are runs of tiles in image order: each thread keeps to its band (bands.h) */
+    int T = p.tiles, batches = (n + T - 1) / T;
+    size_t pa = xi_stride(c);
+    work_bands wb; /* batches are runs of tiles in image-row order: each thread keeps to its band (bands.h) */
     bands_init(&wb, batches, threads);
 #pragma omp parallel
     for (int bi; (bi = bands_next(&wb, omp_get_thread_num())) >= 0;) {
-        float *v = scratch + thread_floats(c, T) * omp_get_thread_num(), *m = v + (size_t)WT * vstride;
+        float *v = scratch + p.per_thread * omp_get_thread_num(), *ubuf = v + WT * p.vstride, *m = ubuf + 6 * p.ustride;
         int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
         for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
             for (int s = 0; s < ns; s++) {
                 int t0 = s * LANES;
                 input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, vstride,
+                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride,
                              plans ? plans + (b0 + t0) / LANES : NULL);
             }
-        for (int x = 0; x < WT; x++)
-            gemm_packed(c->cout, ns * LANES, c->cin, 1.f, u + (size_t)x * pa, v + (size_t)x * vstride, 0.f,
-                        m + (size_t)x * mstride, T, NULL, 0);
-        for (int o = 0; o < c->cout; o++)
-            for (int s = 0; s < ns; s++) {
-                int t0 = s * LANES;
-                output_sliver(c, out, residual, o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                              m + (size_t)o * T + t0, mstride, plans ? plans + (b0 + t0) / LANES : NULL);
+        for (int s0 = 0; s0 < ms; s0 += p.block_slivers) {
+            int s1 = s0 + p.block_slivers < ms ? s0 + p.block_slivers : ms, o0 = s0 * GEMM_MR;
+            int rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
+            for (int r = 0; r < 6; r++) {
+                const float *ur = u + 6 * r * pa + (size_t)o0 * c->cin; /* stored U: its slivers s0.. */
+                size_t us = pa;
+                if (p.ustride) { /* lean: rebuild U[6r .. 6r + 5] of the block from the taps */
+                    if (gemm_isa_avx512()) transform_row_avx512(c, u, s0, s1, r, ubuf, p.ustride);
+                    else transform_row(c, u, s0, s1, r, ubuf, p.ustride);
+                    ur = ubuf, us = p.ustride;
+                }
+                for (int q = 0; q < 6; q++)
+                    gemm_packed(rows, ns * LANES, c->cin, 1.f, ur + q * us, v + (size_t)(6 * r + q) * p.vstride, 0.f,
+                                m + (size_t)(6 * r + q) * p.mstride, T, NULL, 0);
             }
+            for (int o = 0; o < rows; o++)
+                for (int s = 0; s < ns; s++) {
+                    int t0 = s * LANES;
+                    output_sliver(c, out, residual, o0 + o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                                  m + (size_t)o * T + t0, p.mstride, plans ? plans + (b0 + t0) / LANES : NULL);
+                }
+        }
     }
 }

@@ -1,5 +1,6 @@
 /* The shipped convolution and GEMM against their plain references, over a sweep of shapes. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "ops.h"
@@ -178,6 +179,44 @@ START_TEST(winograd_isa_identical) {
 }
 END_TEST
 
+/* Threads take batches of tiles from bands and steal from each other; neither who runs a batch nor how
+ * many threads there are may change a bit. Both sources of U (stored, and rebuilt per batch for weights
+ * over 8 MiB), dilations 1, 2 and 4, sizes that leave partial batches and slivers. */
+START_TEST(winograd_thread_count_identical) {
+    static const int shapes[][6] = {/* cin, cout, h, w, dil, pad */
+                                    {13, 19, 37, 53, 1, 1}, {24, 10, 29, 61, 2, 2}, {9, 17, 45, 60, 4, 4},
+                                    {250, 270, 23, 41, 2, 2} /* lean */, {260, 250, 15, 37, 1, 1} /* lean */};
+    int saved = omp_get_max_threads();
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i];
+        conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
+        c.w = gemm_alloc((size_t)c.cout * c.cin * 9);
+        c.b = malloc((size_t)c.cout * sizeof(float));
+        fill(c.w, (size_t)c.cout * c.cin * 9, 31), fill(c.b, (size_t)c.cout, 32);
+        tensor in = {c.cin, sh[2], sh[3], malloc((size_t)c.cin * sh[2] * sh[3] * sizeof(float))};
+        fill(in.d, tensor_numel(in), 33);
+        int oh, ow;
+        conv_out_size(&c, in.h, in.w, &oh, &ow);
+        size_t n = (size_t)c.cout * oh * ow;
+        float *first = malloc(n * sizeof(float)), *now = malloc(n * sizeof(float));
+        static const int counts[] = {1, 2, 3, 5};
+        for (int k = 0; k < 4; k++) {
+            omp_set_num_threads(counts[k]);
+            tensor out = {c.cout, oh, ow, k ? now : first};
+            float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float));
+            conv_fast(&c, in, out, NULL, scratch);
+            free(scratch);
+            ck_assert_msg(k == 0 || memcmp(first, now, n * sizeof(float)) == 0,
+                          "winograd cin %d cout %d %dx%d d %d: %d threads differ from 1", c.cin, c.cout, in.h, in.w,
+                          c.dil, counts[k]);
+        }
+        omp_set_num_threads(saved);
+        conv_free(&c);
+        free(in.d), free(first), free(now);
+    }
+}
+END_TEST
+
 START_TEST(resize_matches_pytorch_rule) {
     /* 2 → 4 with align_corners false: PyTorch gives 1, 1.25, 1.75, 2 for [1, 2]. */
     float src[2] = {1, 2}, dst[4];
@@ -214,6 +253,7 @@ Suite *conv_suite(void) {
     tcase_add_test(t, gemm_sweep);
     tcase_add_test(t, gemm_isa_kernels_identical);
     tcase_add_test(t, winograd_isa_identical);
+    tcase_add_test(t, winograd_thread_count_identical);
     tcase_add_test(t, resize_matches_pytorch_rule);
     tcase_add_test(t, adaptive_pool_overlapping_bins);
     suite_add_tcase(s, t);
