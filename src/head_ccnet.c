@@ -170,7 +170,7 @@ static tensor ccnet_middle(run_ctx *ctx, const void *arg, tensor x) {
     }
     if (h->recurrence == 0) { /* keep the contract: the middle returns a fresh tensor */
         f = ctx_tensor(ctx, x.c, x.h, x.w);
-        if (!ctx->dry && !ctx->ar.failed) copy_floats(f.d, x.d, tensor_numel(x));
+        if (!ctx->dry && !ctx->ar.failed) copy_planes(f.d, x.d, x.c, tensor_plane(x));
     }
     return f;
 }

@@ -33,19 +33,25 @@ tensor maxpool3x3s2(run_ctx *ctx, tensor in) {
     return out;
 }
 
-/* Copies between layers run on every thread: a serial 5 MiB copy leaves the other cores idle for as long
- * as a small conv takes. */
-#define COPY_CHUNK ((size_t)1 << 14)
-void copy_floats(float *dst, const float *src, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= 4 * COPY_CHUNK)
-    for (size_t i = 0; i < n; i += COPY_CHUNK) memcpy(dst + i, src + i, (n - i < COPY_CHUNK ? n - i : COPY_CHUNK) * sizeof(float));
+/* Copies between layers run on every thread (a serial 5 MiB copy leaves the other cores idle for as long
+ * as a small conv takes). Each thread copies the same share of every channel's pixels: the band of rows
+ * that the convs before and after give it (bands.h), so that a core copies what it wrote and will read. */
+void copy_planes(float *dst, const float *src, int channels, size_t plane) {
+    size_t n = (size_t)channels * plane;
+#pragma omp parallel if (n >= ((size_t)1 << 16))
+    {
+        int t = omp_get_thread_num(), threads = omp_get_num_threads();
+        size_t p0 = plane * t / threads, p1 = plane * (t + 1) / threads;
+        for (int c = 0; c < channels; c++)
+            memcpy(dst + (size_t)c * plane + p0, src + (size_t)c * plane + p0, (p1 - p0) * sizeof(float));
+    }
 }
 
 tensor concat_channels(run_ctx *ctx, tensor a, tensor b) {
     tensor out = ctx_tensor(ctx, a.c + b.c, a.h, a.w);
     if (!ctx->dry && !ctx->ar.failed) {
-        copy_floats(out.d, a.d, tensor_numel(a));
-        copy_floats(out.d + tensor_numel(a), b.d, tensor_numel(b));
+        copy_planes(out.d, a.d, a.c, tensor_plane(a));
+        copy_planes(out.d + tensor_numel(a), b.d, b.c, tensor_plane(b));
     }
     return out;
 }

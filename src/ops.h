@@ -102,7 +102,7 @@ void gemm_panels(int m, int n, int k, float alpha, const float *ap, gemm_fill_b 
 
 tensor maxpool3x3s2(run_ctx *ctx, tensor in);
 tensor concat_channels(run_ctx *ctx, tensor a, tensor b);
-void copy_floats(float *dst, const float *src, size_t n);
+void copy_planes(float *dst, const float *src, int channels, size_t plane);
 /* PyTorch adaptive average pooling of every channel to s×s (bins may overlap). */
 void adaptive_avg_pool(tensor in, int s, float *out /* c × s × s */);
 

@@ -97,7 +97,7 @@ tensor spatial_bias_conv2(run_ctx *ctx, const res_block *blk, tensor t) {
     const spatial_bias *sb = blk->sb;
     tensor u = conv_forward(ctx, &blk->conv2, t, NULL);
     tensor out = ctx_tensor(ctx, u.c + sb->maps, u.h, u.w);
-    if (!ctx->dry && !ctx->ar.failed) copy_floats(out.d, u.d, tensor_numel(u));
+    if (!ctx->dry && !ctx->ar.failed) copy_planes(out.d, u.d, u.c, tensor_plane(u));
     ctx_release(ctx, u);
     tensor up = {sb->maps, out.h, out.w, out.d ? out.d + tensor_numel(u) : NULL};
     spatial_bias_branch(ctx, sb, t, up);
