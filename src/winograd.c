@@ -542,14 +542,7 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
     wino_plan p = plan_conv(c, n, threads);
     int *org = (int *)(scratch + p.per_thread * threads);
     count_tiles(c, out.h, out.w, org);
-    gather_plan *plans = NULL;
-    if (gemm_isa_avx512()) {
-        plans = (gather_plan *)(((uintptr_t)(org + 2 * n) + 63) & ~(uintptr_t)63);
-        int nplans = (n + LANES - 1) / LANES;
-#pragma omp parallel for schedule(dynamic, 4)
-        for (int s = 0; s < nplans; s++)
-            plan_sliver(c, in, org + 2 * s * LANES, n - s * LANES < LANES ? n - s * LANES : LANES, plans + s);
-    }
+    gather_plan *plans = gemm_isa_avx512() ? (gather_plan *)(((uintptr_t)(org + 2 * n) + 63) & ~(uintptr_t)63) : NULL;
     int T = p.tiles, batches = (n + T - 1) / T;
     size_t pa = xi_stride(c);
     work_bands wb; /* batches are runs of tiles in image-row order: each thread keeps to its band (bands.h) */
@@ -558,6 +551,9 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
     for (int bi; (bi = bands_next(&wb, omp_get_thread_num())) >= 0;) {
         float *v = scratch + p.per_thread * omp_get_thread_num(), *ubuf = v + WT * p.vstride, *m = ubuf + 6 * p.ustride;
         int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
+        for (int s = 0; plans && s < ns; s++) /* by the thread that uses them, in the same parallel region */
+            plan_sliver(c, in, org + 2 * (b0 + s * LANES), nb - s * LANES < LANES ? nb - s * LANES : LANES,
+                        plans + (b0 + s * LANES) / LANES);
         for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
             for (int s = 0; s < ns; s++) {
                 int t0 = s * LANES;
