@@ -111,7 +111,7 @@ int model_plan(sa_model *m, int h, int w, sa_error *err) {
             return sa_fail(err, SA_EXIT_INTERNAL, "out of memory: %.1f MiB of activations for a %dx%d input",
                            (double)need / 1048576.0, w, h);
     }
-    m->planned_h = h, m->planned_w = w;
+    m->planned_h = h, m->planned_w = w, m->planned_threads = omp_get_max_threads();
     return SA_OK;
 }
 
@@ -130,7 +130,8 @@ static tensor normalise_into_arena(sa_model *m, const sa_image *img) {
 
 int model_forward(sa_model *m, const sa_image *img, tensor *logits, sa_error *err) {
     int code;
-    if ((img->h != m->planned_h || img->w != m->planned_w) && (code = model_plan(m, img->h, img->w, err))) return code;
+    int replan = img->h != m->planned_h || img->w != m->planned_w || omp_get_max_threads() != m->planned_threads;
+    if (replan && (code = model_plan(m, img->h, img->w, err))) return code;
     run_ctx *ctx = &m->ctx;
     arena_reset(&ctx->ar, m->arena_mem, m->arena_size);
     ctx->log_pos = 0;

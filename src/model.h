@@ -57,6 +57,7 @@ struct sa_model {
     char *arena_mem;
     size_t arena_size;
     int planned_h, planned_w;  /* input size the arena was planned for */
+    int planned_threads;       /* and the thread count: conv scratch depends on it */
 };
 
 /* Plans the arena for an input size (dry run); with a layer log when ctx.want_log is set. */

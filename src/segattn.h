@@ -4,7 +4,7 @@
  *
  *   sa_error err = {0};
  *   sa_model *m = sa_model_load("configs/camvid_r18-d8_ccnet.json", NULL, 0, &err);  // JSON + safetensors
- *   sa_image img;   sa_image_load("examples/camvid_0001TP_008550.png", &img, &err);    // RGB bytes
+ *   sa_image img;   sa_image_load("examples/0016E5_07959.jpg", 0, &img, &err);        // RGB bytes (0: default size cap)
  *   sa_labels lab;  sa_predict(m, &img, &(sa_run_opts){.threads = 2}, &lab, NULL, &err); // network + argmax
  *   sa_labels_write_png("out.png", &lab, m, SA_OUT_COLOR, &img, 0.5f, &err);           // palette PNG
  *   sa_labels_free(&lab); sa_image_free(&img); sa_model_free(m);

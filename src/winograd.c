@@ -4,10 +4,11 @@
  * 4×4 outputs spaced d apart (origin oy, ox) fed by 6×6 inputs spaced d apart from (oy − pad, ox − pad).
  * The weights' transform U = G g Gᵀ is 36 matrices cout × cin (packed as GEMM A operands), 4× the plain
  * weights: small convs keep it, big ones keep g and rebuild U in L2-sized pieces per batch (the lean
- * schedule), which is as fast and keeps the model's weights at their plain size. Tiles stream through in
+ * path), which is as fast and keeps the model's weights at their plain size. Tiles stream through in
  * batches: input transform V = Bᵀ d B into 36 packed B operands (cin × batch), 36 GEMMs
- * M = U·V, output transform Y = Aᵀ M A with bias, residual and ReLU fused. Every stage splits work among
- * threads by whole output values, so the result does not depend on the thread count. */
+ * M = U·V, output transform Y = Aᵀ M A with bias, residual and ReLU fused. A batch is one thread's from
+ * start to end and every tile's sums run in a fixed order, so the result does not depend on the thread
+ * count. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stddef.h>

@@ -147,7 +147,7 @@ START_TEST(winograd_isa_identical) {
     static const int shapes[][6] = {/* cin, cout, h, w, dil, pad */
                                     {19, 13, 9, 131, 1, 1}, {7, 20, 12, 128, 1, 0}, {11, 9, 21, 140, 2, 2},
                                     {5, 6, 17, 256, 2, 2},  {9, 7, 30, 97, 2, 1},  {6, 5, 40, 260, 4, 4},
-                                    {250, 270, 10, 131, 1, 1} /* weights over 8 MiB: the lean schedule */};
+                                    {250, 270, 10, 131, 1, 1} /* weights over 8 MiB: U rebuilt per batch */};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "segattn.h"
 #include "testutil.h"
 
 typedef struct {
@@ -134,6 +135,39 @@ START_TEST(thread_count_does_not_change_output) {
 }
 END_TEST
 
+/* One loaded model run on 1, then 2, then 1 thread again in the same process: the activation arena is
+ * planned for a thread count (conv scratch depends on it), so a change must replan, and the logits must
+ * not change by a bit. */
+START_TEST(thread_count_change_in_one_process) {
+    const char *dir = "tests/data/tiny_r101_isanet";
+    char cfg[256], wts[256], png[256];
+    snprintf(cfg, sizeof cfg, "%s/model.json", dir), snprintf(wts, sizeof wts, "%s/weights.safetensors", dir);
+    snprintf(png, sizeof png, "%s/input1.png", dir);
+    const char *weights[1] = {wts};
+    sa_error err = {0};
+    sa_model *m = sa_model_load(cfg, weights, 1, &err);
+    ck_assert_msg(m != NULL, "%s", err.msg);
+    sa_image img;
+    ck_assert_int_eq(sa_image_load(png, 0, &img, &err), 0);
+    sa_logits first = {0};
+    static const int counts[] = {1, 2, 1, 3};
+    for (int i = 0; i < 4; i++) {
+        sa_labels lab;
+        sa_logits lg;
+        int code = sa_predict(m, &img, &(sa_run_opts){.threads = counts[i]}, &lab, &lg, &err);
+        ck_assert_msg(code == 0, "%d threads after %d: %s", counts[i], i ? counts[i - 1] : 0, err.msg);
+        if (i == 0) first = lg;
+        else {
+            ck_assert_msg(memcmp(first.data, lg.data, (size_t)lg.k * lg.h * lg.w * sizeof(float)) == 0,
+                          "logits on %d threads differ from 1", counts[i]);
+            sa_logits_free(&lg);
+        }
+        sa_labels_free(&lab);
+    }
+    sa_logits_free(&first), sa_image_free(&img), sa_model_free(m);
+}
+END_TEST
+
 Suite *parity_suite(void) {
     Suite *s = suite_create("parity");
     TCase *t = tcase_create("end-to-end");
@@ -141,6 +175,7 @@ Suite *parity_suite(void) {
     tcase_add_test(t, parity_vectors);
     tcase_add_test(t, shipped_models_match_pytorch);
     tcase_add_test(t, thread_count_does_not_change_output);
+    tcase_add_test(t, thread_count_change_in_one_process);
     suite_add_tcase(s, t);
     return s;
 }
