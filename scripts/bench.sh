@@ -93,12 +93,14 @@ fi
 [ -n "$PEAK" ] || { note "FMA peak not measured"; PEAK=0; }
 
 # --- runs --------------------------------------------------------------------------------------------------
-run_segattn() { # THREADS ENGINE, inside run_row's head loop
-    note "$row $head: segattn, $1 thread(s)"
-    local out
-    out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$1" 2>>"$WORK/errors.log" | tail -1)
-    [ -n "$out" ] || out="{\"error\": \"segattn bench -t $1 failed (see $WORK/errors.log)\"}"
-    record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"$2\", \"r\": $out}"
+run_segattn() { # inside run_row's head loop. With more than one thread, --scaling: every run is followed
+    # by one on 1 thread, so that the thread-scaling column compares runs made under the same load.
+    local scaling= out
+    [ "$THREADS" -gt 1 ] && scaling=--scaling
+    note "$row $head: segattn, $THREADS thread(s)${scaling:+, alternating with 1}"
+    out=$(timeout 3600 ./segattn bench --random-weights --json $scaling -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
+    [ -n "$out" ] || out="{\"error\": \"segattn bench -t $THREADS failed (see $WORK/errors.log)\"}"
+    record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn\", \"r\": $out}"
 }
 run_row() { # ROW DEPTH H W CONFIG_PATTERN
     local row=$1 depth=$2 H=$3 W=$4 pattern=$5 onnxdir=$WORK/r$2_$3x$4 head
@@ -113,8 +115,7 @@ run_row() { # ROW DEPTH H W CONFIG_PATTERN
     fi
     for head in ${HEADS//,/ }; do
         local cfg=${pattern//HEAD/$head} out
-        run_segattn "$THREADS" segattn
-        [ "$THREADS" -gt 1 ] && run_segattn 1 segattn1 # thread scaling: the same runs on one thread
+        run_segattn
         if [ $TORCH_OK = 1 ]; then
             note "$row $head: torch"
             out=$(timeout 3600 $PY "$REF/torch_cpu.py" "$depth" "$head" "$H" "$W" "$THREADS" "$RUNS" 2>>"$WORK/errors.log" | tail -1)
@@ -194,7 +195,7 @@ for (row, head), e in res.items():
     gflops = round(float(gflop) / s, 1) if gflop and s else None  # gflop is already 2 x MACs
     pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
     rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
-    one = e.get("segattn1", {})
+    one = sg.get("one_thread", {})
     scaling = f"{one['min_s'] / s:.2f}x ({one['min_s']:.3f} s)" if s and "min_s" in one else "-"
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
           f"{gflops if gflops is not None else '-'} | {pct} | {rss} | {scaling} |")
@@ -202,7 +203,7 @@ print("\nTimes: median (min) wall seconds of whole predictions. segattn / fastes
       "is faster); the minimum is the least disturbed by other load. GFLOP = 2 x direct-convolution MACs of segattn's "
       "network (`segattn info`); GFLOP/s (at segattn's minimum time) and % FMA peak are segattn's, and can exceed "
       "100 % because segattn's Winograd 3x3 convolutions do fewer multiplications than the direct count. "
-      f"The last column is segattn's minimum on 1 thread over its minimum on {threads}, from runs made right after each other.")
+      f"The last column is segattn's minimum on 1 thread over its minimum on {threads}, from runs that alternate between the two in one process.")
 for n in notes: print(f"- {n}")
 EOF
 )

@@ -29,7 +29,7 @@ static const char *INFO_HELP =
     "  -h, --help            this help\n";
 
 static const char *BENCH_HELP =
-    "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [-t THREADS] [--profile] [--random-weights]\n"
+    "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [-t THREADS] [--profile | --scaling] [--random-weights]\n"
     "       segattn bench --module NAME | --all [--input 1xCxHxW] [-r RUNS] [-t THREADS] [--profile] [--json]\n"
     "\n"
     "Times whole predictions (network, resize and argmax) on a fixed pseudo-random image after one warm-up run,\n"
@@ -51,6 +51,8 @@ static const char *BENCH_HELP =
     "  -r, --runs N          timed runs (default 5; 3 with --module / --all)\n"
     "  -t, --threads N       threads (default: all cores)\n"
     "      --profile         one line per layer: time, shape in -> out, GFLOP/s\n"
+    "      --scaling         also time every run on 1 thread, alternating with the -t runs (so that both see\n"
+    "                        the same load on a shared machine), and report the speed-up, min over min\n"
     "      --random-weights  random weights instead of weight files\n"
     "      --json            one JSON line instead of the table\n"
     "  -h, --help            this help\n";
@@ -58,12 +60,12 @@ static const char *BENCH_HELP =
 typedef struct {
     model_args model;      /* -c, -w */
     sa_run_opts run;       /* -t */
-    int h, w, runs, profile, random, json;
+    int h, w, runs, profile, random, json, scaling;
     const char *module;   /* bench --module */
     int all, in_c, in_h, in_w, runs_given;
 } model_opts;
 
-enum { OPT_SIZE = 300, OPT_PROFILE, OPT_RANDOM, OPT_JSON, OPT_MODULE, OPT_ALL, OPT_INPUT };
+enum { OPT_SIZE = 300, OPT_PROFILE, OPT_RANDOM, OPT_JSON, OPT_MODULE, OPT_ALL, OPT_INPUT, OPT_SCALING };
 
 static int parse_input(const char *s, int *c, int *h, int *w) {
     int n;
@@ -79,7 +81,8 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
         {"threads", required_argument, 0, 't'}, {"profile", no_argument, 0, OPT_PROFILE},
         {"random-weights", no_argument, 0, OPT_RANDOM}, {"json", no_argument, 0, OPT_JSON},
         {"module", required_argument, 0, OPT_MODULE}, {"all", no_argument, 0, OPT_ALL},
-        {"input", required_argument, 0, OPT_INPUT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"input", required_argument, 0, OPT_INPUT}, {"scaling", no_argument, 0, OPT_SCALING},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->h = 360, o->w = 480, o->runs = 5;
     o->in_c = 512, o->in_h = o->in_w = 128;
@@ -120,6 +123,10 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
             }
             break;
         case OPT_PROFILE: o->profile = 1; break;
+        case OPT_SCALING:
+            if (help != BENCH_HELP) { fputs(help, stderr); return SA_EXIT_USAGE; }
+            o->scaling = 1;
+            break;
         case OPT_RANDOM: o->random = 1; break;
         case OPT_JSON: o->json = 1; break;
         case 'h': fputs(help, stdout); return -1;
@@ -132,6 +139,10 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
     }
     if (o->module && o->all) {
         fprintf(stderr, "segattn: error: --module and --all exclude each other\n");
+        return SA_EXIT_USAGE;
+    }
+    if (o->scaling && (o->profile || o->module || o->all)) {
+        fprintf(stderr, "segattn: error: --scaling times whole predictions only (not with --profile, --module, --all)\n");
         return SA_EXIT_USAGE;
     }
     if (!o->module && !o->all && o->runs == 0) {
@@ -272,6 +283,23 @@ static int bench_modules(model_opts *o) {
     return 0;
 }
 
+/* One timed prediction on `threads` threads; minus the exit code after reporting an error. */
+static double timed_predict(sa_model *m, const sa_image *img, int threads) {
+    sa_run_opts ro = {.threads = threads};
+    sa_labels lab;
+    sa_error err = {0};
+    double t0 = wall_seconds();
+    int code = sa_predict(m, img, &ro, &lab, NULL, &err);
+    double t = wall_seconds() - t0;
+    if (code) {
+        report(&err);
+        return -code;
+    }
+    sa_labels_free(&lab);
+    return t;
+}
+
+/* Whole predictions of a model (bench without --module / --all). */
 int cmd_bench(int argc, char **argv) {
     model_opts o;
     int code = parse_model_opts(argc, argv, &o, BENCH_HELP);
@@ -279,35 +307,43 @@ int cmd_bench(int argc, char **argv) {
     if (o.module || o.all) return bench_modules(&o);
     sa_model *m = open_model(&o);
     if (!m) return SA_EXIT_MODEL;
-    sa_error err = {0};
     m->ctx.want_log = o.profile;
     sa_image img = {o.w, o.h, malloc((size_t)o.w * o.h * 3)};
     unsigned seed = 7;
     for (size_t i = 0; img.rgb && i < (size_t)o.w * o.h * 3; i++) seed = seed * 1664525u + 1013904223u, img.rgb[i] = (uint8_t)(seed >> 24);
-    sa_run_opts ro = {.threads = o.run.threads};
-    sa_labels lab;
-    double *t = malloc((size_t)o.runs * sizeof *t);
+    int threads = o.run.threads > 0 ? o.run.threads : omp_get_max_threads();
+    double *t = malloc(2 * (size_t)o.runs * sizeof *t), *t1 = t + o.runs; /* t1: the --scaling runs on 1 thread */
     if (!img.rgb || !t) { fprintf(stderr, "segattn: error: out of memory\n"); return SA_EXIT_INTERNAL; }
-    if ((code = sa_predict(m, &img, &ro, &lab, NULL, &err))) { report(&err); return code; } /* warm-up, plans the arena */
-    sa_labels_free(&lab);
+    /* Warm-ups (each plans the arena for its thread count). With --scaling the 1-thread runs alternate with
+     * the others, so that a neighbour's load on a shared machine falls on both alike. */
+    double w = timed_predict(m, &img, threads);
+    if (w >= 0 && o.scaling) w = timed_predict(m, &img, 1);
+    if (w < 0) return (int)-w;
     for (int i = 0; i < m->ctx.n_log; i++) m->ctx.log[i].seconds = 0;
     for (int r = 0; r < o.runs; r++) {
-        double t0 = wall_seconds();
-        if ((code = sa_predict(m, &img, &ro, &lab, NULL, &err))) { report(&err); return code; }
-        t[r] = wall_seconds() - t0;
-        sa_labels_free(&lab);
+        if ((t[r] = timed_predict(m, &img, threads)) < 0) return (int)-t[r];
+        if (o.scaling && (t1[r] = timed_predict(m, &img, 1)) < 0) return (int)-t1[r];
     }
     qsort(t, (size_t)o.runs, sizeof *t, by_double);
+    if (o.scaling) qsort(t1, (size_t)o.runs, sizeof *t1, by_double);
     double median = t[o.runs / 2], flops = 2 * m->ctx.macs_total;
     if (o.json) {
         printf("{\"engine\": \"segattn\", \"config\": \"%s\", \"hw\": [%d, %d], \"threads\": %d, \"min_s\": %.4f, "
-               "\"median_s\": %.4f, \"max_s\": %.4f, \"gflop\": %.2f, \"gflops\": %.1f, \"peak_rss_mb\": %ld}\n",
-               o.model.config, o.h, o.w, o.run.threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
+               "\"median_s\": %.4f, \"max_s\": %.4f, \"gflop\": %.2f, \"gflops\": %.1f, \"peak_rss_mb\": %ld",
+               o.model.config, o.h, o.w, threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
+        if (o.scaling)
+            printf(", \"one_thread\": {\"min_s\": %.4f, \"median_s\": %.4f, \"max_s\": %.4f}, \"scaling\": %.3f", t1[0],
+                   t1[o.runs / 2], t1[o.runs - 1], t1[0] / t[0]);
+        printf("}\n");
     } else {
-        printf("%s at %dx%d, %d runs: min %.4f s, median %.4f s, max %.4f s; %.1f GFLOP, %.1f GFLOP/s; peak RSS %ld MiB\n",
-               o.model.config, o.h, o.w, o.runs, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
+        printf("%s at %dx%d, %d runs on %d thread(s): min %.4f s, median %.4f s, max %.4f s; %.1f GFLOP, %.1f GFLOP/s; "
+               "peak RSS %ld MiB\n",
+               o.model.config, o.h, o.w, o.runs, threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
+        if (o.scaling)
+            printf("on 1 thread, alternating: min %.4f s, median %.4f s, max %.4f s; 1 -> %d threads: %.2fx (min over min)\n",
+                   t1[0], t1[o.runs / 2], t1[o.runs - 1], threads, t1[0] / t[0]);
     }
     if (o.profile) {
         printf("\n%-48s %10s %-16s %-16s %9s\n", "layer", "ms/run", "input", "output", "GFLOP/s");

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "module_bench.h"
+#include "testutil.h"
 
 static module_stats count(const char *name, int c, int h, int w) {
     module_stats st;
@@ -72,6 +73,30 @@ START_TEST(every_module_runs_on_a_small_input) {
 }
 END_TEST
 
+/* `segattn bench --scaling`: the 1-thread runs alternate with the others in one process (the model
+ * replans its arena at every switch), and the JSON line carries both and their ratio. */
+START_TEST(bench_scaling_reports_both_thread_counts) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s bench --random-weights --json --scaling -r 2 -t 2 --size 37x45 -c tests/data/tiny_r101_isanet/model.json",
+             segattn_bin());
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    char line[2048] = "";
+    ck_assert(fgets(line, sizeof line, p) != NULL);
+    ck_assert_int_eq(pclose(p), 0);
+    double min2 = -1, min1 = -1, ratio = -1;
+    const char *a = strstr(line, "\"min_s\": "), *b = strstr(line, "\"one_thread\": {\"min_s\": "),
+               *c = strstr(line, "\"scaling\": ");
+    ck_assert_msg(a && b && c, "%s", line);
+    sscanf(a + 9, "%lf", &min2), sscanf(b + 25, "%lf", &min1), sscanf(c + 11, "%lf", &ratio);
+    ck_assert_msg(min2 > 0 && min1 > 0 && fabs(ratio * min2 - min1) <= 5e-5 * (1 + ratio) + 1e-6 /* both printed to 0.1 ms */, "%s", line);
+    snprintf(cmd, sizeof cmd, "%s bench --random-weights --scaling --profile -r 1 -c tests/data/tiny_r101_isanet/model.json 2>/dev/null",
+             segattn_bin());
+    ck_assert_int_eq(run_status(cmd), 2); /* per-layer times would mix the two thread counts */
+}
+END_TEST
+
 Suite *module_bench_suite(void) {
     Suite *s = suite_create("module_bench");
     TCase *tc = tcase_create("core");
@@ -80,6 +105,7 @@ Suite *module_bench_suite(void) {
     tcase_add_test(tc, eanet_macs_as_the_papers_count);
     tcase_add_test(tc, ccnet_and_spatial_bias_counts);
     tcase_add_test(tc, every_module_runs_on_a_small_input);
+    tcase_add_test(tc, bench_scaling_reports_both_thread_counts);
     suite_add_tcase(s, tc);
     return s;
 }
