@@ -23,17 +23,26 @@
 #define LANES GEMM_NR
 #define BATCH_BYTES (6u << 20) /* V and M of one thread's batch of tiles */
 
-/* Where the 36 inputs of the 16 tiles of a sliver are in a channel plane, and which lie inside it: the
- * same for every channel, so worked out once per conv instead of once per (sliver, channel). */
+/* Row runs: lanes [a, b) of a sliver whose tiles are consecutive tiles of one row of one sub-grid, with
+ * dilation 1 or 2. The 6 inputs of a row of every such tile lie at stride 4·d along one image row, so they
+ * come from contiguous loads (lanes masked to the image) and a few permutes instead of gathers, and the
+ * outputs go back with masked vector stores instead of scalar ones. A sliver is up to RUNS_MAX runs (a
+ * tile row of the image shorter than 16 tiles splits it; so does the next sub-grid), blended by lanes. */
+#define RUNS_MAX 4
+typedef struct {
+    int32_t out_row, out_col; /* output origin lane 0 would have, were the run 16 tiles long from lane 0 */
+    uint16_t lanes;           /* bits a .. b − 1 */
+    uint16_t load_mask[9];    /* lanes of the 5 (d = 1) or 9 (d = 2) row loads inside the image */
+} row_run;
+
+/* Where the 36 inputs of the 16 tiles of a sliver are: as row runs, or else as gather indices into a
+ * channel plane with the lanes that lie inside it. The same for every channel, so worked out once per
+ * (conv, sliver) instead of once per (sliver, channel). */
 typedef struct {
     _Alignas(64) int32_t idx[WT][16];
     uint16_t mask[WT];
-    /* Row runs: where the 16 tiles are consecutive tiles of one row of one sub-grid and the dilation is 1
-     * or 2, the 6 inputs of a row of every tile lie at stride 4·d along one image row, so they come from
-     * contiguous loads (lanes masked to the image) and a few permutes instead of 36 gathers. */
-    int32_t row0, col0;        /* image row and column of input (0, 0) of tile 0 */
-    uint16_t load_mask[9];     /* lanes of the 5 (d = 1) or 9 (d = 2) row loads inside the image */
-    uint8_t row_run;
+    row_run run[RUNS_MAX];
+    uint8_t n_runs; /* 0: gathers */
 } gather_plan;
 #define PLAN_FLOATS ((sizeof(gather_plan) + 63) / 64 * 16)
 
@@ -358,9 +367,30 @@ static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, 
 /* The AVX-512 path from here on: the same transforms with 16-lane vectors (one packed-B sliver per call),
  * the same operations in the same order as the AVX2/scalar code, so the bits do not depend on which runs. */
 
-/* The gather plan of one sliver (tiles org[0..nt), lanes past nt empty). */
+/* The gather plan of one sliver (tiles org[0..nt), lanes past nt empty): its row runs where there are at
+ * most RUNS_MAX of them covering every tile, else the gather indices. */
 static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gather_plan *gp) {
     int dl = c->dil;
+    gp->n_runs = 0;
+    for (int a = 0, b; (dl == 1 || dl == 2) && a < nt; a = b) {
+        for (b = a + 1; b < nt && org[2 * b] == org[2 * a] && org[2 * b + 1] == org[2 * a + 1] + 4 * dl * (b - a);) b++;
+        if (gp->n_runs == RUNS_MAX) {
+            gp->n_runs = 0;
+            break;
+        }
+        row_run *r = &gp->run[gp->n_runs++];
+        r->out_row = org[2 * a], r->out_col = org[2 * a + 1] - 4 * dl * a;
+        r->lanes = (uint16_t)(((1u << b) - 1) & ~((1u << a) - 1));
+        for (int v = 0; v < 9; v++) {
+            uint16_t m = 0;
+            for (int l = 0; l < 16; l++) {
+                int x = r->out_col - c->pad + 16 * v + l;
+                if (x >= 0 && x < in.w) m |= (uint16_t)(1u << l);
+            }
+            r->load_mask[v] = m;
+        }
+    }
+    if (gp->n_runs) return;
     for (int k = 0; k < WT; k++) {
         int r = k / 6, q = k % 6;
         uint16_t m = 0;
@@ -371,19 +401,6 @@ static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gath
             if (inside) m |= (uint16_t)(1u << l);
         }
         gp->mask[k] = m;
-    }
-    int run = nt == 16 && (dl == 1 || dl == 2);
-    for (int l = 1; l < 16 && run; l++)
-        run = org[2 * l] == org[0] && org[2 * l + 1] == org[1] + 4 * dl * l;
-    gp->row_run = (uint8_t)run;
-    gp->row0 = org[0] - c->pad, gp->col0 = org[1] - c->pad;
-    for (int v = 0; v < 9; v++) {
-        uint16_t m = 0;
-        for (int l = 0; l < 16; l++) {
-            int x = gp->col0 + 16 * v + l;
-            if (x >= 0 && x < in.w) m |= (uint16_t)(1u << l);
-        }
-        gp->load_mask[v] = m;
     }
 }
 
@@ -404,12 +421,12 @@ static inline SA_AVX512 void split4(const __m512 *e, __m512 *p) {
 /* Row loads of 16 floats a row run needs: 4·16·d columns of tiles and the 2·d beyond them. */
 static inline int row_run_loads(int dl) { return dl == 1 ? 5 : 9; }
 
-/* One row r of the 16 tiles of a row run: y[q] lane j = image row `row` at column col0 + q·d + 4·d·j
- * (zero outside the image), the same values the gathers would fetch. */
-static inline SA_AVX512 void load_row_run(const float *row, const gather_plan *gp, int dl, __m512 *y) {
+/* One row of a row run, as if it were 16 tiles long: y[q] lane j = image row `row` at column
+ * col0 + q·d + 4·d·j (zero outside the image), the same values the gathers would fetch. */
+static inline SA_AVX512 void load_row_run(const float *row, int col0, const uint16_t *load_mask, int dl, __m512 *y) {
     __m512 e[9], f[4], p[4];
     int nv = row_run_loads(dl);
-    for (int v = 0; v < nv; v++) e[v] = _mm512_maskz_loadu_ps(gp->load_mask[v], row + gp->col0 + 16 * v);
+    for (int v = 0; v < nv; v++) e[v] = _mm512_maskz_loadu_ps(load_mask[v], row + col0 + 16 * v);
     if (dl == 1) {
         split4(e, p);
     } else { /* the even columns first (the odd ones belong to the other sub-grid), then stride 4 of those */
@@ -424,22 +441,26 @@ static inline SA_AVX512 void load_row_run(const float *row, const gather_plan *g
     y[5] = _mm512_permutex2var_ps(p[1], _mm512_add_epi32(next, _mm512_maskz_set1_epi32(0x8000, dl)), tail);
 }
 
-static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl, size_t next_plane,
+static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl, int pad, size_t next_plane,
                                          const gather_plan *gp, float *v, size_t xi_stride) {
     __m512 d[WT], t[WT];
     const __m512 zero = _mm512_setzero_ps();
-    if (gp->row_run) {
-        for (int r = 0; r < 6; r++) {
-            int y = gp->row0 + r * dl;
-            if (y < 0 || y >= h)
-                for (int q = 0; q < 6; q++) d[r * 6 + q] = zero;
-            else {
+    if (gp->n_runs) {
+        for (int k = 0; k < WT; k++) d[k] = zero;
+        for (int i = 0; i < gp->n_runs; i++) {
+            const row_run *run = &gp->run[i];
+            int col0 = run->out_col - pad;
+            for (int r = 0; r < 6; r++) {
+                int y = run->out_row - pad + r * dl;
+                if (y < 0 || y >= h) continue; /* zero rows */
                 const float *row = src + (ptrdiff_t)y * w;
-                load_row_run(row, gp, dl, d + r * 6);
+                __m512 yq[6];
+                load_row_run(row, col0, run->load_mask, dl, yq);
+                for (int q = 0; q < 6; q++) d[r * 6 + q] = _mm512_mask_mov_ps(d[r * 6 + q], run->lanes, yq[q]);
                 /* The next channel's plane is read by the next jobs: ask for its lines of this row now (the
                  * loads above stall on the first touch of every row otherwise). */
                 for (int lv = 0; lv < row_run_loads(dl); lv++)
-                    if (gp->load_mask[lv]) _mm_prefetch((const char *)(row + next_plane + gp->col0 + 16 * lv), _MM_HINT_T0);
+                    if (run->load_mask[lv]) _mm_prefetch((const char *)(row + next_plane + col0 + 16 * lv), _MM_HINT_T0);
             }
         }
     } else {
@@ -463,12 +484,24 @@ static inline SA_AVX512 void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3,
     y[3 * step] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(_mm512_set1_ps(8.f), d34)), m5);
 }
 
-/* The output rows of a row run (see gather_plan): y[r·4 + q] lane l goes to row oy + r·d, column
+/* Which of the 16 values of store v (below) belong to the run's lanes: store v holds lanes 4v .. 4v + 3,
+ * 4 columns each (d = 1), or lanes 2v and 2v + 1 on the even positions of each half (d = 2). */
+static inline uint16_t run_store_lanes(uint16_t lanes, int v, int dl) {
+    unsigned bits = dl == 1 ? (lanes >> (4 * v)) & 0xFu : (lanes >> (2 * v)) & 0x3u;
+    int width = dl == 1 ? 4 : 8;
+    uint16_t m = 0;
+    for (int i = 0; i < 16 / width; i++)
+        if (bits >> i & 1) m |= (uint16_t)(((1u << width) - 1) << (i * width));
+    return m;
+}
+
+/* The output rows of a row run (see row_run): y[r·4 + q] lane l goes to row oy + r·d, column
  * ox + 4·d·l + q·d. Interleaved by permutes into contiguous (d = 1) or every-other-lane (d = 2) vectors,
  * then + bias, + residual, ReLU as scatter_tiles does them (max(v, 0) gives its +0 for −0 and NaN), and
- * masked stores: the same values in the same places. */
-static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *res, int o, int oy, int ox,
+ * stores masked to the run's lanes and the image: the same values in the same places. */
+static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *res, int o, const row_run *run,
                                     const __m512 *y) {
+    int oy = run->out_row, ox = run->out_col;
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
                   hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     size_t plane = tensor_plane(out);
@@ -486,7 +519,8 @@ static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *r
         for (int v = 0; v < 4 * dl; v++) { /* 16 output columns from ox + 16·v */
             int left = out.w - (ox + 16 * v);
             if (left <= 0) break;
-            __mmask16 keep = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __mmask16 keep = (left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1)) & run_store_lanes(run->lanes, v, dl);
+            if (!keep) continue;
             __m512 x;
             if (dl == 1) {
                 x = w[v];
@@ -494,7 +528,7 @@ static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *r
                 x = _mm512_permutex2var_ps(w[v / 2], v & 1 ? hi : lo, zero);
                 keep &= 0x5555;
             }
-            size_t at = row + (size_t)(ox + 16 * v);
+            ptrdiff_t at = (ptrdiff_t)row + ox + 16 * v; /* may start left of the row: those values are masked */
             x = _mm512_add_ps(x, bias);
             if (rs) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(keep, rs + at));
             if (c->relu) x = _mm512_max_ps(x, zero);
@@ -514,8 +548,8 @@ static SA_AVX512 void output_tiles_avx512(const conv2d *c, tensor out, const ten
     __m512 yv[16];
     for (int r = 0; r < 4; r++)
         at6_512(t[r * 6], t[r * 6 + 1], t[r * 6 + 2], t[r * 6 + 3], t[r * 6 + 4], t[r * 6 + 5], yv + 4 * r, 1);
-    if (gp && gp->row_run) {
-        store_row_run(c, out, res, o, org[0], org[1], yv);
+    if (gp && gp->n_runs) {
+        for (int i = 0; i < gp->n_runs; i++) store_row_run(c, out, res, o, &gp->run[i], yv);
         return;
     }
     _Alignas(64) float y[16][LANES];
@@ -527,7 +561,7 @@ static SA_AVX512 void output_tiles_avx512(const conv2d *c, tensor out, const ten
 static void input_sliver(const conv2d *c, tensor in, int ch, const int *org, int nt, float *v, size_t xi_stride,
                          const gather_plan *gp) {
     size_t plane = (size_t)in.h * in.w;
-    if (gp) input_tiles_avx512(in.d + ch * plane, in.h, in.w, c->dil, ch + 1 < c->cin ? plane : 0, gp, v, xi_stride);
+    if (gp) input_tiles_avx512(in.d + ch * plane, in.h, in.w, c->dil, c->pad, ch + 1 < c->cin ? plane : 0, gp, v, xi_stride);
     else input_tiles(c, in, ch, org, nt, v, xi_stride);
 }
 

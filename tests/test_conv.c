@@ -139,15 +139,19 @@ START_TEST(gemm_isa_kernels_identical) {
 }
 END_TEST
 
-/* Winograd with AVX-512 (row runs loaded with contiguous loads and permutes where 16 tiles share an image
- * row, gathers elsewhere) against the AVX2 gathers: the same input values, so the same bits. Widths give
- * whole row runs for dilation 1 and 2 (and runs beside straddling slivers), with and without padding. */
+/* Winograd with AVX-512 (row runs loaded with contiguous loads and permutes, gathers where a sliver is more
+ * than 4 runs) against the AVX2 gathers: the same input values, so the same bits. Widths give whole and
+ * partial row runs for dilation 1 and 2, with and without padding. */
 START_TEST(winograd_isa_identical) {
     if (!gemm_isa_avx512()) return;
     static const int shapes[][6] = {/* cin, cout, h, w, dil, pad */
                                     {19, 13, 9, 131, 1, 1}, {7, 20, 12, 128, 1, 0}, {11, 9, 21, 140, 2, 2},
                                     {5, 6, 17, 256, 2, 2},  {9, 7, 30, 97, 2, 1},  {6, 5, 40, 260, 4, 4},
-                                    {250, 270, 10, 131, 1, 1} /* weights over 8 MiB: U rebuilt per batch */};
+                                    {250, 270, 10, 131, 1, 1} /* weights over 8 MiB: U rebuilt per batch */,
+                                    /* slivers made of 2-4 shorter runs (tile rows of 8 or 15, sub-grid rows
+                                     * of 8), and runs too short to take (gathers) */
+                                    {8, 8, 13, 32, 1, 1}, {10, 9, 45, 60, 2, 2}, {7, 6, 45, 60, 1, 1},
+                                    {6, 5, 30, 70, 1, 0}, {5, 7, 23, 21, 2, 2}, {9, 6, 19, 25, 1, 1}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
