@@ -196,59 +196,58 @@ static float *pack_taps(const conv2d *c) {
 
 float *winograd_transform_weights(const conv2d *c) { return lean_schedule(c) ? pack_taps(c) : transform_all(c); }
 
-/* U[ξ] for ξ = 6r + q, q = 0..5, of slivers [s0, s1): u + q·ustride, packed A of (s1 − s0) slivers.
- * U = G g Gᵀ row r: t_b = Σ_a G[r][a]·g[a][b], then U_q = Σ_b t_b·G[q][b], in float. */
+/* Row r of U = G g Gᵀ for one (cout, cin) pair, or a vector of them: t_b = Σ_a G[r][a]·g[a][b] from the 9
+ * taps x[3a + b], then u[q] = Σ_b t_b·G[q][b]. G's zeros and ones are skipped and its paired rows (1, 2 and
+ * 3, 4) share their common sums, which is 129 operations per pair for the 36 values instead of 270: the
+ * lean path rebuilds U for every batch on every thread. One source for float and __m512 (C contracts
+ * nothing here, -std=c11), so both paths give the same bits. */
+#define DEFINE_U_ROW(NAME, T, ATTR)                                                                         \
+    static inline ATTR T NAME##_g(int r, T x0, T x1, T x2) { /* G[r] · (x0, x1, x2) */                   \
+        switch (r) {                                                                                      \
+        case 0: return x0 * 0.25f;                                                                        \
+        case 1: return ((x0 + x2) + x1) * (-1.f / 6);                                                     \
+        case 2: return ((x0 + x2) - x1) * (-1.f / 6);                                                     \
+        case 3: return (x0 * (1.f / 24) + x2 * (1.f / 6)) + x1 * (1.f / 12);                              \
+        case 4: return (x0 * (1.f / 24) + x2 * (1.f / 6)) - x1 * (1.f / 12);                              \
+        default: return x2;                                                                               \
+        }                                                                                                 \
+    }                                                                                                     \
+    static inline ATTR void NAME(int r, const T *x, T *u) {                                               \
+        T t0 = NAME##_g(r, x[0], x[3], x[6]), t1 = NAME##_g(r, x[1], x[4], x[7]), t2 = NAME##_g(r, x[2], x[5], x[8]); \
+        T s = t0 + t2, p = t0 * (1.f / 24) + t2 * (1.f / 6), h = t1 * (1.f / 12);                          \
+        u[0] = t0 * 0.25f, u[1] = (s + t1) * (-1.f / 6), u[2] = (s - t1) * (-1.f / 6);                     \
+        u[3] = p + h, u[4] = p - h, u[5] = t2;                                                            \
+    }
+DEFINE_U_ROW(u_row, float, )
+DEFINE_U_ROW(u_row_512, __m512, SA_AVX512)
+
+/* U[ξ] for ξ = 6r + q, q = 0..5, of slivers [s0, s1): u + q·ustride, packed A of (s1 − s0) slivers. */
 static void transform_row(const conv2d *c, const float *g, int s0, int s1, int r, float *u, size_t ustride) {
     size_t tap = (size_t)c->cin * GEMM_MR;
-    float gr0 = (float)G[r][0], gr1 = (float)G[r][1], gr2 = (float)G[r][2], gq[6][3];
-    for (int q = 0; q < 6; q++)
-        for (int b = 0; b < 3; b++) gq[q][b] = (float)G[q][b];
     for (int s = s0; s < s1; s++) {
-        const float *restrict gs = g + (size_t)s * 9 * tap;
-        float *restrict us = u + (size_t)(s - s0) * tap;
-        for (size_t j0 = 0; j0 < tap; j0 += 96) { /* 96 floats: 16 input channels of the sliver */
-            size_t nj = tap - j0 < 96 ? tap - j0 : 96;
-            _Alignas(64) float t0[96], t1[96], t2[96];
-            for (size_t j = 0; j < nj; j++) {
-                const float *x = gs + j0 + j;
-                t0[j] = gr0 * x[0] + gr1 * x[3 * tap] + gr2 * x[6 * tap];
-                t1[j] = gr0 * x[tap] + gr1 * x[4 * tap] + gr2 * x[7 * tap];
-                t2[j] = gr0 * x[2 * tap] + gr1 * x[5 * tap] + gr2 * x[8 * tap];
-            }
-            for (int q = 0; q < 6; q++) {
-                float q0 = gq[q][0], q1 = gq[q][1], q2 = gq[q][2];
-                float *restrict uq = us + q * ustride + j0;
-                for (size_t j = 0; j < nj; j++) uq[j] = t0[j] * q0 + t1[j] * q1 + t2[j] * q2;
-            }
+        const float *gs = g + (size_t)s * 9 * tap;
+        float *us = u + (size_t)(s - s0) * tap;
+        for (size_t j = 0; j < tap; j++) {
+            float x[9], y[6];
+            for (int k = 0; k < 9; k++) x[k] = gs[k * tap + j];
+            u_row(r, x, y);
+            for (int q = 0; q < 6; q++) us[q * ustride + j] = y[q];
         }
     }
 }
 
-/* transform_row with 16-lane vectors: the same products and sums in the same order (C contracts nothing
- * here, -std=c11), so U has the same bits. Written out because the scalar source compiled for AVX-512 (an
- * always-inline body in an avx512f wrapper) made the 2048->512 head conv 6-10 % slower. */
 static SA_AVX512 void transform_row_avx512(const conv2d *c, const float *g, int s0, int s1, int r, float *u,
                                            size_t ustride) {
     size_t tap = (size_t)c->cin * GEMM_MR;
-    const __m512 gr0 = _mm512_set1_ps((float)G[r][0]), gr1 = _mm512_set1_ps((float)G[r][1]),
-                 gr2 = _mm512_set1_ps((float)G[r][2]);
-    __m512 gq[6][3];
-    for (int q = 0; q < 6; q++)
-        for (int b = 0; b < 3; b++) gq[q][b] = _mm512_set1_ps((float)G[q][b]);
     for (int s = s0; s < s1; s++) {
         const float *gs = g + (size_t)s * 9 * tap;
         float *us = u + (size_t)(s - s0) * tap;
         for (size_t j = 0; j < tap; j += 16) {
             __mmask16 m = tap - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (tap - j)) - 1);
-            __m512 x[9];
+            __m512 x[9], y[6];
             for (int k = 0; k < 9; k++) x[k] = _mm512_maskz_loadu_ps(m, gs + k * tap + j);
-            __m512 t0 = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(gr0, x[0]), _mm512_mul_ps(gr1, x[3])), _mm512_mul_ps(gr2, x[6]));
-            __m512 t1 = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(gr0, x[1]), _mm512_mul_ps(gr1, x[4])), _mm512_mul_ps(gr2, x[7]));
-            __m512 t2 = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(gr0, x[2]), _mm512_mul_ps(gr1, x[5])), _mm512_mul_ps(gr2, x[8]));
-            for (int q = 0; q < 6; q++)
-                _mm512_mask_storeu_ps(us + q * ustride + j, m,
-                                      _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(t0, gq[q][0]), _mm512_mul_ps(t1, gq[q][1])),
-                                                    _mm512_mul_ps(t2, gq[q][2])));
+            u_row_512(r, x, y);
+            for (int q = 0; q < 6; q++) _mm512_mask_storeu_ps(us + q * ustride + j, m, y[q]);
         }
     }
 }
