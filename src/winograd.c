@@ -494,13 +494,13 @@ static inline uint16_t run_store_lanes(uint16_t lanes, int v, int dl) {
     return m;
 }
 
-/* The output rows of a row run (see row_run): y[r·4 + q] lane l goes to row oy + r·d, column
- * ox + 4·d·l + q·d. Interleaved by permutes into contiguous (d = 1) or every-other-lane (d = 2) vectors,
- * then + bias, + residual, ReLU as scatter_tiles does them (max(v, 0) gives its +0 for −0 and NaN), and
- * stores masked to the run's lanes and the image: the same values in the same places. */
-static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *res, int o, const row_run *run,
-                                    const __m512 *y) {
-    int oy = run->out_row, ox = run->out_col;
+/* The outputs of a sliver's row runs (see row_run): y[r·4 + q] lane l of a run goes to row oy + r·d,
+ * column ox + 4·d·l + q·d. Interleaved by permutes (once per r for all runs) into contiguous (d = 1) or
+ * every-other-lane (d = 2) vectors, then + bias, + residual, ReLU as scatter_tiles does them (max(v, 0)
+ * gives its +0 for −0 and NaN), and stores masked to each run's lanes and the image: the same values in
+ * the same places. */
+static SA_AVX512 void store_row_runs(const conv2d *c, tensor out, const tensor *res, int o, const gather_plan *gp,
+                                     const __m512 *y) {
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
                   hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     size_t plane = tensor_plane(out);
@@ -508,30 +508,36 @@ static SA_AVX512 void store_row_run(const conv2d *c, tensor out, const tensor *r
     const float *rs = res ? res->d + (size_t)o * plane : NULL;
     int dl = c->dil;
     const __m512 bias = _mm512_set1_ps(c->b[o]), zero = _mm512_setzero_ps();
-    for (int r = 0; r < 4 && oy + r * dl < out.h; r++) {
+    for (int r = 0; r < 4; r++) {
         const __m512 *q = y + 4 * r;
         __m512 a_lo = _mm512_permutex2var_ps(q[0], lo, q[2]), a_hi = _mm512_permutex2var_ps(q[0], hi, q[2]),
                b_lo = _mm512_permutex2var_ps(q[1], lo, q[3]), b_hi = _mm512_permutex2var_ps(q[1], hi, q[3]);
         __m512 w[4] = {_mm512_permutex2var_ps(a_lo, lo, b_lo), _mm512_permutex2var_ps(a_lo, hi, b_lo),
                        _mm512_permutex2var_ps(a_hi, lo, b_hi), _mm512_permutex2var_ps(a_hi, hi, b_hi)};
-        size_t row = (size_t)(oy + r * dl) * out.w;
-        for (int v = 0; v < 4 * dl; v++) { /* 16 output columns from ox + 16·v */
-            int left = out.w - (ox + 16 * v);
-            if (left <= 0) break;
-            __mmask16 keep = (left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1)) & run_store_lanes(run->lanes, v, dl);
-            if (!keep) continue;
-            __m512 x;
-            if (dl == 1) {
-                x = w[v];
-            } else { /* w[v / 2] spread over the even lanes: the odd columns are the other sub-grid's */
-                x = _mm512_permutex2var_ps(w[v / 2], v & 1 ? hi : lo, zero);
-                keep &= 0x5555;
+        for (int i = 0; i < gp->n_runs; i++) {
+            const row_run *run = &gp->run[i];
+            int oy = run->out_row + r * dl, ox = run->out_col;
+            if (oy >= out.h) continue;
+            size_t row = (size_t)oy * out.w;
+            for (int v = 0; v < 4 * dl; v++) { /* 16 output columns from ox + 16·v */
+                int left = out.w - (ox + 16 * v);
+                if (left <= 0) break;
+                __mmask16 keep = (left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1)) &
+                                 run_store_lanes(run->lanes, v, dl);
+                if (!keep) continue;
+                __m512 x;
+                if (dl == 1) {
+                    x = w[v];
+                } else { /* w[v / 2] spread over the even lanes: the odd columns are the other sub-grid's */
+                    x = _mm512_permutex2var_ps(w[v / 2], v & 1 ? hi : lo, zero);
+                    keep &= 0x5555;
+                }
+                ptrdiff_t at = (ptrdiff_t)row + ox + 16 * v; /* may start left of the row: those values are masked */
+                x = _mm512_add_ps(x, bias);
+                if (rs) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(keep, rs + at));
+                if (c->relu) x = _mm512_max_ps(x, zero);
+                _mm512_mask_storeu_ps(dst + at, keep, x);
             }
-            ptrdiff_t at = (ptrdiff_t)row + ox + 16 * v; /* may start left of the row: those values are masked */
-            x = _mm512_add_ps(x, bias);
-            if (rs) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(keep, rs + at));
-            if (c->relu) x = _mm512_max_ps(x, zero);
-            _mm512_mask_storeu_ps(dst + at, keep, x);
         }
     }
 }
@@ -548,7 +554,7 @@ static SA_AVX512 void output_tiles_avx512(const conv2d *c, tensor out, const ten
     for (int r = 0; r < 4; r++)
         at6_512(t[r * 6], t[r * 6 + 1], t[r * 6 + 2], t[r * 6 + 3], t[r * 6 + 4], t[r * 6 + 5], yv + 4 * r, 1);
     if (gp && gp->n_runs) {
-        for (int i = 0; i < gp->n_runs; i++) store_row_run(c, out, res, o, &gp->run[i], yv);
+        store_row_runs(c, out, res, o, gp, yv);
         return;
     }
     _Alignas(64) float y[16][LANES];
