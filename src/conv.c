@@ -2,6 +2,7 @@
  * the blocked GEMM; 3×3 stride-1 through Winograd F(4×4, 3×3); others through an im2col written panel by
  * panel straight into the GEMM's packed B layout, never of the whole image). Bias, residual and ReLU are
  * fused into the GEMM epilogue or the Winograd output transform. */
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -177,6 +178,74 @@ static void fill_im2col(const void *arg, int j0, int nc, float *bp) {
     }
 }
 
+/* The same panel with AVX-512, for stride 1 or 2: the 16 pixels of a sliver split into runs along output
+ * rows (a sliver that crosses a row end is two), and a K row of a run is one (stride 1) or two (stride 2,
+ * then the even elements) loads masked to the image and to the run's lanes, blended by lanes. The same
+ * values as fill_im2col, without its per-element bounds checks. */
+#define IM2COL_RUNS 3
+#define IM2COL_MAX_KW 16
+static SA_AVX512 int fill_im2col_avx512(const im2col_arg *a, int j0, int nc, float *bp) {
+    const conv2d *c = a->c;
+    tensor in = a->in;
+    int kk = c->kh * c->kw, K = c->cin * kk, ns = (nc + GEMM_NR - 1) / GEMM_NR, st = c->stride;
+    if (c->kw > IM2COL_MAX_KW) return 0;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int s = 0; s < ns; s++) {
+        int p0 = j0 + s * GEMM_NR, np = nc - s * GEMM_NR < GEMM_NR ? nc - s * GEMM_NR : GEMM_NR;
+        /* runs: lanes [l0, l1) at output row y, lane l at column x0 + (l − l0) */
+        int run_y[IM2COL_RUNS], run_x[IM2COL_RUNS], nr = 0;
+        __mmask16 run_lanes[IM2COL_RUNS];
+        for (int l0 = 0, l1; l0 < np; l0 = l1) {
+            if (nr == IM2COL_RUNS) return 0; /* rows shorter than the sliver: the scalar fill */
+            int p = p0 + l0, y = p / a->ow, x = p % a->ow;
+            l1 = l0 + (a->ow - x < np - l0 ? a->ow - x : np - l0);
+            run_y[nr] = y, run_x[nr] = x - l0; /* the column lane 0 would have */
+            run_lanes[nr++] = (__mmask16)(((1u << l1) - 1) & ~((1u << l0) - 1));
+        }
+        /* per run and kernel column: the elements to load (element j is column ix0 + j; lane j / st is the
+         * run's and the column inside the image) */
+        uint32_t want[IM2COL_RUNS][IM2COL_MAX_KW];
+        for (int k = 0; k < nr; k++)
+            for (int kx = 0; kx < c->kw; kx++) {
+                int ix0 = run_x[k] * st - c->pad + kx * c->dil;
+                uint32_t m = 0;
+                for (int l = 0; l < 16; l++)
+                    if (run_lanes[k] >> l & 1 && ix0 + l * st >= 0 && ix0 + l * st < in.w) m |= 1u << (l * st);
+                want[k][kx] = m;
+            }
+        float *dst = bp + (size_t)s * K * GEMM_NR;
+        for (int r = 0; r < K; r++, dst += GEMM_NR) {
+            int i = r / kk, ky = r % kk / c->kw, kx = r % c->kw;
+            const float *plane = in.d + (size_t)i * in.h * in.w;
+            __m512 v = _mm512_setzero_ps();
+            for (int k = 0; k < nr; k++) {
+                int iy = run_y[k] * st - c->pad + ky * c->dil;
+                if (iy < 0 || iy >= in.h) continue;
+                int ix0 = run_x[k] * st - c->pad + kx * c->dil; /* input column of lane 0 */
+                const float *row = plane + (size_t)iy * in.w;
+                uint32_t m = want[k][kx];
+                __m512 x;
+                if (st == 1) {
+                    x = _mm512_maskz_loadu_ps((__mmask16)m, row + ix0);
+                } else {
+                    __m512 lo = _mm512_maskz_loadu_ps((__mmask16)m, row + ix0),
+                           hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), row + ix0 + 16);
+                    x = _mm512_permutex2var_ps(lo, even, hi);
+                }
+                v = _mm512_mask_mov_ps(v, run_lanes[k], x);
+            }
+            _mm512_storeu_ps(dst, v);
+        }
+    }
+    return 1;
+}
+
+static void fill_im2col_any(const void *arg, int j0, int nc, float *bp) {
+    const im2col_arg *a = arg;
+    if ((a->c->stride == 1 || a->c->stride == 2) && gemm_isa_avx512() && fill_im2col_avx512(a, j0, nc, bp)) return;
+    fill_im2col(arg, j0, nc, bp);
+}
+
 static void fill_pointwise(const void *arg, int j0, int nc, float *bp) {
     const im2col_arg *a = arg;
     int n = a->in.h * a->in.w;
@@ -193,7 +262,7 @@ void conv_fast(const conv2d *c, tensor in, tensor out, const tensor *residual, f
     int n = out.h * out.w, k = c->cin * c->kh * c->kw;
     im2col_arg a = {c, in, out.w};
     gemm_epilogue e = {c->b, residual ? residual->d : NULL, n, c->relu};
-    gemm_panels(c->cout, n, k, 1.f, c->packed, is_pointwise(c) ? fill_pointwise : fill_im2col, &a, 0.f, out.d, n, &e,
+    gemm_panels(c->cout, n, k, 1.f, c->packed, is_pointwise(c) ? fill_pointwise : fill_im2col_any, &a, 0.f, out.d, n, &e,
                 scratch);
 }
 

@@ -93,9 +93,9 @@ START_TEST(winograd_sweep) {
     /* Many tiles (several batches), wide channels. */
     double e = conv_error(67, 45, 3, 1, 2, 2, 97, 131, 1, 1);
     ck_assert_msg(e < 5e-5, "winograd large: error %g", e);
-    /* Weights big enough for the shared schedule (36·cin·cout floats over 8 MiB). */
+    /* Weights big enough for the lean path (36·cin·cout floats over 8 MiB: U rebuilt per batch). */
     e = conv_error(250, 270, 3, 1, 2, 2, 13, 11, 0, 1);
-    ck_assert_msg(e < 5e-5, "winograd shared schedule: error %g", e);
+    ck_assert_msg(e < 5e-5, "winograd lean path: error %g", e);
 }
 END_TEST
 
@@ -183,6 +183,44 @@ START_TEST(winograd_isa_identical) {
 }
 END_TEST
 
+/* The im2col convs (strides 1 and 2, Winograd off for the 3×3 stride-1 ones) with the AVX-512 fill (row
+ * runs of masked loads) against the AVX2 path's scalar fill: the same packed values, so the same bits.
+ * Widths give slivers in one row, across a row end, and rows shorter than a sliver (the scalar fallback). */
+START_TEST(im2col_isa_identical) {
+    if (!gemm_isa_avx512()) return;
+    static const int shapes[][8] = {/* cin, cout, k, stride, dil, h, w, pad */
+                                    {3, 32, 3, 2, 1, 37, 61, 1}, {13, 9, 3, 2, 1, 20, 33, 1}, {7, 5, 1, 2, 1, 19, 45, 0},
+                                    {5, 6, 7, 2, 1, 23, 29, 3}, {6, 7, 3, 1, 2, 15, 40, 2}, {4, 5, 3, 2, 1, 9, 11, 1},
+                                    {9, 8, 5, 1, 1, 12, 70, 2}};
+    conv_set_winograd(0);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i];
+        conv2d c = {.cout = sh[1], .cin = sh[0], .kh = sh[2], .kw = sh[2], .stride = sh[3], .pad = sh[7], .dil = sh[4],
+                    .relu = 1, .name = "t"};
+        c.w = gemm_alloc((size_t)c.cout * c.cin * c.kh * c.kw);
+        c.b = malloc((size_t)c.cout * sizeof(float));
+        fill(c.w, (size_t)c.cout * c.cin * c.kh * c.kw, 41), fill(c.b, (size_t)c.cout, 42);
+        tensor in = {c.cin, sh[5], sh[6], malloc((size_t)c.cin * sh[5] * sh[6] * sizeof(float))};
+        fill(in.d, tensor_numel(in), 43);
+        int oh, ow;
+        conv_out_size(&c, in.h, in.w, &oh, &ow);
+        size_t n = (size_t)c.cout * oh * ow;
+        tensor a = {c.cout, oh, ow, malloc(n * sizeof(float))}, b = a;
+        b.d = malloc(n * sizeof(float));
+        float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float));
+        conv_fast(&c, in, a, NULL, scratch);
+        gemm_force_isa(0);
+        conv_fast(&c, in, b, NULL, scratch);
+        gemm_force_isa(1);
+        ck_assert_msg(memcmp(a.d, b.d, n * sizeof(float)) == 0, "im2col avx512 and avx2 differ: k %d s %d d %d %dx%d",
+                      c.kh, c.stride, c.dil, in.h, in.w);
+        conv_free(&c);
+        free(in.d), free(a.d), free(b.d), free(scratch);
+    }
+    conv_set_winograd(1);
+}
+END_TEST
+
 /* Threads take batches of tiles from bands and steal from each other; neither who runs a batch nor how
  * many threads there are may change a bit. Both sources of U (stored, and rebuilt per batch for weights
  * over 8 MiB), dilations 1, 2 and 4, sizes that leave partial batches and slivers. */
@@ -258,6 +296,7 @@ Suite *conv_suite(void) {
     tcase_add_test(t, gemm_isa_kernels_identical);
     tcase_add_test(t, winograd_isa_identical);
     tcase_add_test(t, winograd_thread_count_identical);
+    tcase_add_test(t, im2col_isa_identical);
     tcase_add_test(t, resize_matches_pytorch_rule);
     tcase_add_test(t, adaptive_pool_overlapping_bins);
     suite_add_tcase(s, t);
