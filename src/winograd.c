@@ -23,16 +23,19 @@
 #define LANES GEMM_NR
 #define BATCH_BYTES (6u << 20) /* V and M of one thread's batch of tiles */
 
-/* Row runs: lanes [a, b) of a sliver whose tiles are consecutive tiles of one row of one sub-grid, with
- * dilation 1 or 2. The 6 inputs of a row of every such tile lie at stride 4·d along one image row, so they
- * come from contiguous loads (lanes masked to the image) and a few permutes instead of gathers, and the
- * outputs go back with masked vector stores instead of scalar ones. A sliver is up to RUNS_MAX runs (a
- * tile row of the image shorter than 16 tiles splits it; so does the next sub-grid), blended by lanes. */
+/* Row runs. Tiles are ordered so that, for dilation d = 1, 2, 4 or 8, the d tiles of one tile column of the
+ * d sub-grids sit in d consecutive lanes (see count_tiles): lane L of a run then has its output origin at
+ * column out_col + 4·d·(L / d) + L % d, and input q of a tile row at that plus q·d − pad. So the inputs of a
+ * row come from 5 contiguous loads (masked to the image) and a stride-4 deinterleave of d-float units, and
+ * the outputs go back by the inverse interleave and masked vector stores, instead of gathers and scalar
+ * stores. A sliver is up to RUNS_MAX runs (an image row of tiles shorter than 16 lanes splits it), blended
+ * by lanes. */
 #define RUNS_MAX 4
 typedef struct {
-    int32_t out_row, out_col; /* output origin lane 0 would have, were the run 16 tiles long from lane 0 */
+    int32_t out_row, out_col; /* output origin lane 0 would have (see above) */
     uint16_t lanes;           /* bits a .. b − 1 */
-    uint16_t load_mask[9];    /* lanes of the 5 (d = 1) or 9 (d = 2) row loads inside the image */
+    uint16_t load_mask[5];    /* lanes of the 5 row loads inside the image */
+    uint16_t store_mask[4];   /* values of the 4 row stores that are the run's and inside the output */
 } row_run;
 
 /* Where the 36 inputs of the 16 tiles of a sliver are: as row runs, or else as gather indices into a
@@ -89,18 +92,19 @@ static float *transform_all(const conv2d *c) {
 
 /* Tiles in image-row order: tile row ty of every sub-grid (image rows ry + 4·d·ty … + 3·d) before tile row
  * ty + 1, so that a run of tiles, and so a thread's band of them, covers a band of image rows, as the
- * pixel bands of the 1×1 convs before and after do. Within a sub-grid row, tiles run left to right. */
+ * pixel bands of the 1×1 convs before and after do. Within a row, tile column tx of the d sub-grids
+ * (rx = 0 .. d − 1, output columns rx + 4·d·tx + d·q) is d consecutive tiles, so that a run of lanes covers
+ * whole output columns (see row_run). Every sub-grid gets as many tile columns as the widest, so a row is
+ * a whole number of d-tile groups; tiles that fall wholly right of the output only read zeros and write
+ * nothing. */
 static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
-    int d = c->dil, n = 0;
+    int d = c->dil, n = 0, nrx = d < ow ? d : ow, ntx = ((ow + d - 1) / d + 3) / 4;
     for (int ty = 0; 4 * d * ty < oh; ty++)
         for (int ry = 0; ry < d && ry < oh; ry++) {
-            int sh = (oh - ry + d - 1) / d;
-            if (4 * ty >= sh) continue;
-            for (int rx = 0; rx < d && rx < ow; rx++) {
-                int sw = (ow - rx + d - 1) / d;
-                for (int tx = 0; tx < sw; tx += 4, n++)
-                    if (origins) origins[2 * n] = ry + d * 4 * ty, origins[2 * n + 1] = rx + d * tx;
-            }
+            if (4 * ty >= (oh - ry + d - 1) / d) continue;
+            for (int tx = 0; tx < ntx; tx++)
+                for (int rx = 0; rx < nrx; rx++, n++)
+                    if (origins) origins[2 * n] = ry + 4 * d * ty, origins[2 * n + 1] = rx + 4 * d * tx;
         }
     return n;
 }
@@ -366,27 +370,39 @@ static void output_tiles(const conv2d *c, tensor out, const tensor *res, int o, 
 /* The AVX-512 path from here on: the same transforms with 16-lane vectors (one packed-B sliver per call),
  * the same operations in the same order as the AVX2/scalar code, so the bits do not depend on which runs. */
 
+/* Row runs take dilations whose d-float units tile a vector: 1, 2, 4, 8 (index log2 d in the tables). */
+static int run_dil_index(int dl) { return dl == 1 ? 0 : dl == 2 ? 1 : dl == 4 ? 2 : dl == 8 ? 3 : -1; }
+
 /* The gather plan of one sliver (tiles org[0..nt), lanes past nt empty): its row runs where there are at
  * most RUNS_MAX of them covering every tile, else the gather indices. */
-static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gather_plan *gp) {
+static void plan_sliver(const conv2d *c, tensor in, tensor out, const int *org, int nt, gather_plan *gp) {
     int dl = c->dil;
     gp->n_runs = 0;
-    for (int a = 0, b; (dl == 1 || dl == 2) && a < nt; a = b) {
-        for (b = a + 1; b < nt && org[2 * b] == org[2 * a] && org[2 * b + 1] == org[2 * a + 1] + 4 * dl * (b - a);) b++;
+    for (int a = 0, b; run_dil_index(dl) >= 0 && a < nt; a = b) {
+        int out_col = org[2 * a + 1] - 4 * dl * (a / dl) - a % dl;
+        for (b = a + 1; b < nt && org[2 * b] == org[2 * a] && org[2 * b + 1] == out_col + 4 * dl * (b / dl) + b % dl;) b++;
         if (gp->n_runs == RUNS_MAX) {
             gp->n_runs = 0;
             break;
         }
         row_run *r = &gp->run[gp->n_runs++];
-        r->out_row = org[2 * a], r->out_col = org[2 * a + 1] - 4 * dl * a;
+        r->out_row = org[2 * a], r->out_col = out_col;
         r->lanes = (uint16_t)(((1u << b) - 1) & ~((1u << a) - 1));
-        for (int v = 0; v < 9; v++) {
+        for (int v = 0; v < 5; v++) {
             uint16_t m = 0;
-            for (int l = 0; l < 16; l++) {
-                int x = r->out_col - c->pad + 16 * v + l;
-                if (x >= 0 && x < in.w) m |= (uint16_t)(1u << l);
+            for (int e = 0; e < 16; e++) {
+                int x = out_col - c->pad + 16 * v + e;
+                if (x >= 0 && x < in.w) m |= (uint16_t)(1u << e);
             }
             r->load_mask[v] = m;
+        }
+        for (int v = 0; v < 4; v++) { /* value e of store v: unit k = (16v + e) / d = 4·(L / d) + q, L's offset (16v + e) % d */
+            uint16_t m = 0;
+            for (int e = 0; e < 16; e++) {
+                int k = (16 * v + e) / dl, lane = dl * (k / 4) + (16 * v + e) % dl, x = out_col + 16 * v + e;
+                if ((r->lanes >> lane & 1) && x >= 0 && x < out.w) m |= (uint16_t)(1u << e);
+            }
+            r->store_mask[v] = m;
         }
     }
     if (gp->n_runs) return;
@@ -403,41 +419,39 @@ static void plan_sliver(const conv2d *c, tensor in, const int *org, int nt, gath
     }
 }
 
-/* Stride-2 split of the 32 floats in (a, b): even- or odd-indexed ones, in order. */
-static inline SA_AVX512 __m512 split2(__m512 a, __m512 b, int odd) {
-    const __m512i even_idx = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
-                  odd_idx = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    return _mm512_permutex2var_ps(a, odd ? odd_idx : even_idx, b);
+/* Permute indices over d-float units (d = 1, 2, 4, 8), for _mm512_permutex2var_ps on a pair (a, b):
+ *   SPLIT: the even (odd) units of a then b, in order;
+ *   ZIP:   units of a and b alternating, from the first (second) half of each;
+ *   SHIFT: each lane d lanes further on (q = 4 from q = 0), and for q = 5 (from q = 1) another d for the last
+ *          d lanes, which come from b, the load beyond the run. */
+#define SPLIT_IDX(d, h, L) ((2 * ((L) / (d)) + (h)) * (d) + (L) % (d))
+#define ZIP_IDX(d, h, L) ((((L) / (d)) % 2 ? 16 : 0) + ((h) * (8 / (d)) + (L) / (d) / 2) * (d) + (L) % (d))
+#define SHIFT_IDX(d, h, L) ((L) + (d) + ((h) && (L) >= 16 - (d) ? (d) : 0))
+#define LANES16(F, d, h) {F(d, h, 0), F(d, h, 1), F(d, h, 2), F(d, h, 3), F(d, h, 4), F(d, h, 5), F(d, h, 6), F(d, h, 7), \
+                          F(d, h, 8), F(d, h, 9), F(d, h, 10), F(d, h, 11), F(d, h, 12), F(d, h, 13), F(d, h, 14), F(d, h, 15)}
+#define UNIT_TABLE(F) {{LANES16(F, 1, 0), LANES16(F, 1, 1)}, {LANES16(F, 2, 0), LANES16(F, 2, 1)}, \
+                       {LANES16(F, 4, 0), LANES16(F, 4, 1)}, {LANES16(F, 8, 0), LANES16(F, 8, 1)}}
+static const int32_t UNIT_SPLIT[4][2][16] __attribute__((aligned(64))) = UNIT_TABLE(SPLIT_IDX);
+static const int32_t UNIT_ZIP[4][2][16] __attribute__((aligned(64))) = UNIT_TABLE(ZIP_IDX);
+static const int32_t UNIT_SHIFT[4][2][16] __attribute__((aligned(64))) = UNIT_TABLE(SHIFT_IDX);
+
+static inline SA_AVX512 __m512 unit_perm(const int32_t *idx, __m512 a, __m512 b) {
+    return _mm512_permutex2var_ps(a, _mm512_load_si512(idx), b);
 }
 
-/* e[0..63] in 4 vectors → p[f] = e[f + 4j], j = 0..15 (stride-4 deinterleave, two split levels). */
-static inline SA_AVX512 void split4(const __m512 *e, __m512 *p) {
-    __m512 e01 = split2(e[0], e[1], 0), o01 = split2(e[0], e[1], 1), e23 = split2(e[2], e[3], 0),
-           o23 = split2(e[2], e[3], 1);
-    p[0] = split2(e01, e23, 0), p[2] = split2(e01, e23, 1), p[1] = split2(o01, o23, 0), p[3] = split2(o01, o23, 1);
-}
-
-/* Row loads of 16 floats a row run needs: 4·16·d columns of tiles and the 2·d beyond them. */
-static inline int row_run_loads(int dl) { return dl == 1 ? 5 : 9; }
-
-/* One row of a row run, as if it were 16 tiles long: y[q] lane j = image row `row` at column
- * col0 + q·d + 4·d·j (zero outside the image), the same values the gathers would fetch. */
-static inline SA_AVX512 void load_row_run(const float *row, int col0, const uint16_t *load_mask, int dl, __m512 *y) {
-    __m512 e[9], f[4], p[4];
-    int nv = row_run_loads(dl);
-    for (int v = 0; v < nv; v++) e[v] = _mm512_maskz_loadu_ps(load_mask[v], row + col0 + 16 * v);
-    if (dl == 1) {
-        split4(e, p);
-    } else { /* the even columns first (the odd ones belong to the other sub-grid), then stride 4 of those */
-        for (int i = 0; i < 4; i++) f[i] = split2(e[2 * i], e[2 * i + 1], 0);
-        split4(f, p);
-    }
-    /* q = 4, 5: q = 0, 1 one tile further, whose last lane comes from the extra load */
-    const __m512i next = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
-    __m512 tail = e[nv - 1];
-    y[0] = p[0], y[1] = p[1], y[2] = p[2], y[3] = p[3];
-    y[4] = _mm512_permutex2var_ps(p[0], next, tail);
-    y[5] = _mm512_permutex2var_ps(p[1], _mm512_add_epi32(next, _mm512_maskz_set1_epi32(0x8000, dl)), tail);
+/* One row of a row run, as if it were 16 lanes long: y[q] lane L = image row `row` at column
+ * col0 + 4·d·(L / d) + L % d + q·d (zero outside the image), the same values the gathers would fetch.
+ * In d-float units: e[0..3] hold units 0 .. 64/d − 1 and y[q] wants units 4·(L / d) + q, a stride-4
+ * deinterleave in two split levels; q = 4, 5 are q = 0, 1 one unit group further, with e[4] beyond. */
+static inline SA_AVX512 void load_row_run(const float *row, int col0, const uint16_t *load_mask, int di, __m512 *y) {
+    __m512 e[5];
+    for (int v = 0; v < 5; v++) e[v] = _mm512_maskz_loadu_ps(load_mask[v], row + col0 + 16 * v);
+    const int32_t *ev = UNIT_SPLIT[di][0], *od = UNIT_SPLIT[di][1];
+    __m512 e01 = unit_perm(ev, e[0], e[1]), o01 = unit_perm(od, e[0], e[1]), e23 = unit_perm(ev, e[2], e[3]),
+           o23 = unit_perm(od, e[2], e[3]);
+    y[0] = unit_perm(ev, e01, e23), y[2] = unit_perm(od, e01, e23), y[1] = unit_perm(ev, o01, o23), y[3] = unit_perm(od, o01, o23);
+    y[4] = unit_perm(UNIT_SHIFT[di][0], y[0], e[4]);
+    y[5] = unit_perm(UNIT_SHIFT[di][1], y[1], e[4]);
 }
 
 static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl, int pad, size_t next_plane,
@@ -445,6 +459,7 @@ static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl,
     __m512 d[WT], t[WT];
     const __m512 zero = _mm512_setzero_ps();
     if (gp->n_runs) {
+        int di = run_dil_index(dl);
         for (int k = 0; k < WT; k++) d[k] = zero;
         for (int i = 0; i < gp->n_runs; i++) {
             const row_run *run = &gp->run[i];
@@ -454,11 +469,11 @@ static SA_AVX512 void input_tiles_avx512(const float *src, int h, int w, int dl,
                 if (y < 0 || y >= h) continue; /* zero rows */
                 const float *row = src + (ptrdiff_t)y * w;
                 __m512 yq[6];
-                load_row_run(row, col0, run->load_mask, dl, yq);
+                load_row_run(row, col0, run->load_mask, di, yq);
                 for (int q = 0; q < 6; q++) d[r * 6 + q] = _mm512_mask_mov_ps(d[r * 6 + q], run->lanes, yq[q]);
                 /* The next channel's plane is read by the next jobs: ask for its lines of this row now (the
                  * loads above stall on the first touch of every row otherwise). */
-                for (int lv = 0; lv < row_run_loads(dl); lv++)
+                for (int lv = 0; lv < 5; lv++)
                     if (run->load_mask[lv]) _mm_prefetch((const char *)(row + next_plane + col0 + 16 * lv), _MM_HINT_T0);
             }
         }
@@ -483,57 +498,34 @@ static inline SA_AVX512 void at6_512(__m512 m0, __m512 m1, __m512 m2, __m512 m3,
     y[3 * step] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(_mm512_set1_ps(8.f), d34)), m5);
 }
 
-/* Which of the 16 values of store v (below) belong to the run's lanes: store v holds lanes 4v .. 4v + 3,
- * 4 columns each (d = 1), or lanes 2v and 2v + 1 on the even positions of each half (d = 2). */
-static inline uint16_t run_store_lanes(uint16_t lanes, int v, int dl) {
-    unsigned bits = dl == 1 ? (lanes >> (4 * v)) & 0xFu : (lanes >> (2 * v)) & 0x3u;
-    int width = dl == 1 ? 4 : 8;
-    uint16_t m = 0;
-    for (int i = 0; i < 16 / width; i++)
-        if (bits >> i & 1) m |= (uint16_t)(((1u << width) - 1) << (i * width));
-    return m;
-}
-
-/* The outputs of a sliver's row runs (see row_run): y[r·4 + q] lane l of a run goes to row oy + r·d,
- * column ox + 4·d·l + q·d. Interleaved by permutes (once per r for all runs) into contiguous (d = 1) or
- * every-other-lane (d = 2) vectors, then + bias, + residual, ReLU as scatter_tiles does them (max(v, 0)
- * gives its +0 for −0 and NaN), and stores masked to each run's lanes and the image: the same values in
- * the same places. */
+/* The outputs of a sliver's row runs (see row_run): y[r·4 + q] lane L of a run goes to row oy + r·d, column
+ * out_col + 4·d·(L / d) + L % d + q·d. Interleaved by unit zips (the inverse of load_row_run's split, once
+ * per r for all runs) into 4 vectors of 16 consecutive columns, then + bias, + residual, ReLU as
+ * scatter_tiles does them (max(v, 0) gives its +0 for −0 and NaN), and stores masked to each run's lanes
+ * and the output: the same values in the same places. */
 static SA_AVX512 void store_row_runs(const conv2d *c, tensor out, const tensor *res, int o, const gather_plan *gp,
                                      const __m512 *y) {
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
-                  hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     size_t plane = tensor_plane(out);
     float *dst = out.d + (size_t)o * plane;
     const float *rs = res ? res->d + (size_t)o * plane : NULL;
-    int dl = c->dil;
+    int dl = c->dil, di = run_dil_index(dl);
+    const int32_t *lo = UNIT_ZIP[di][0], *hi = UNIT_ZIP[di][1];
     const __m512 bias = _mm512_set1_ps(c->b[o]), zero = _mm512_setzero_ps();
     for (int r = 0; r < 4; r++) {
         const __m512 *q = y + 4 * r;
-        __m512 a_lo = _mm512_permutex2var_ps(q[0], lo, q[2]), a_hi = _mm512_permutex2var_ps(q[0], hi, q[2]),
-               b_lo = _mm512_permutex2var_ps(q[1], lo, q[3]), b_hi = _mm512_permutex2var_ps(q[1], hi, q[3]);
-        __m512 w[4] = {_mm512_permutex2var_ps(a_lo, lo, b_lo), _mm512_permutex2var_ps(a_lo, hi, b_lo),
-                       _mm512_permutex2var_ps(a_hi, lo, b_hi), _mm512_permutex2var_ps(a_hi, hi, b_hi)};
+        __m512 a_lo = unit_perm(lo, q[0], q[2]), a_hi = unit_perm(hi, q[0], q[2]), b_lo = unit_perm(lo, q[1], q[3]),
+               b_hi = unit_perm(hi, q[1], q[3]);
+        __m512 w[4] = {unit_perm(lo, a_lo, b_lo), unit_perm(hi, a_lo, b_lo), unit_perm(lo, a_hi, b_hi),
+                       unit_perm(hi, a_hi, b_hi)};
         for (int i = 0; i < gp->n_runs; i++) {
             const row_run *run = &gp->run[i];
-            int oy = run->out_row + r * dl, ox = run->out_col;
+            int oy = run->out_row + r * dl;
             if (oy >= out.h) continue;
-            size_t row = (size_t)oy * out.w;
-            for (int v = 0; v < 4 * dl; v++) { /* 16 output columns from ox + 16·v */
-                int left = out.w - (ox + 16 * v);
-                if (left <= 0) break;
-                __mmask16 keep = (left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1)) &
-                                 run_store_lanes(run->lanes, v, dl);
+            for (int v = 0; v < 4; v++) { /* 16 output columns from out_col + 16·v */
+                __mmask16 keep = run->store_mask[v];
                 if (!keep) continue;
-                __m512 x;
-                if (dl == 1) {
-                    x = w[v];
-                } else { /* w[v / 2] spread over the even lanes: the odd columns are the other sub-grid's */
-                    x = _mm512_permutex2var_ps(w[v / 2], v & 1 ? hi : lo, zero);
-                    keep &= 0x5555;
-                }
-                ptrdiff_t at = (ptrdiff_t)row + ox + 16 * v; /* may start left of the row: those values are masked */
-                x = _mm512_add_ps(x, bias);
+                ptrdiff_t at = (ptrdiff_t)oy * out.w + run->out_col + 16 * v; /* may start left of the row: masked */
+                __m512 x = _mm512_add_ps(w[v], bias);
                 if (rs) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(keep, rs + at));
                 if (c->relu) x = _mm512_max_ps(x, zero);
                 _mm512_mask_storeu_ps(dst + at, keep, x);
@@ -592,7 +584,7 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
         float *v = scratch + p.per_thread * omp_get_thread_num(), *ubuf = v + WT * p.vstride, *m = ubuf + 6 * p.ustride;
         int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
         for (int s = 0; plans && s < ns; s++) /* by the thread that uses them, in the same parallel region */
-            plan_sliver(c, in, org + 2 * (b0 + s * LANES), nb - s * LANES < LANES ? nb - s * LANES : LANES,
+            plan_sliver(c, in, out, org + 2 * (b0 + s * LANES), nb - s * LANES < LANES ? nb - s * LANES : LANES,
                         plans + (b0 + s * LANES) / LANES);
         for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
             for (int s = 0; s < ns; s++) {

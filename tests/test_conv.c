@@ -140,8 +140,8 @@ START_TEST(gemm_isa_kernels_identical) {
 END_TEST
 
 /* Winograd with AVX-512 (row runs loaded with contiguous loads and permutes, gathers where a sliver is more
- * than 4 runs) against the AVX2 gathers: the same input values, so the same bits. Widths give whole and
- * partial row runs for dilation 1 and 2, with and without padding. */
+ * than 4 runs or the dilation is not 1, 2, 4 or 8) against the AVX2 gathers: the same input values, so the
+ * same bits. Widths give whole and partial row runs, with and without padding. */
 START_TEST(winograd_isa_identical) {
     if (!gemm_isa_avx512()) return;
     static const int shapes[][6] = {/* cin, cout, h, w, dil, pad */
@@ -151,7 +151,11 @@ START_TEST(winograd_isa_identical) {
                                     /* slivers made of 2-4 shorter runs (tile rows of 8 or 15, sub-grid rows
                                      * of 8), and runs too short to take (gathers) */
                                     {8, 8, 13, 32, 1, 1}, {10, 9, 45, 60, 2, 2}, {7, 6, 45, 60, 1, 1},
-                                    {6, 5, 30, 70, 1, 0}, {5, 7, 23, 21, 2, 2}, {9, 6, 19, 25, 1, 1}};
+                                    {6, 5, 30, 70, 1, 0}, {5, 7, 23, 21, 2, 2}, {9, 6, 19, 25, 1, 1},
+                                    /* dilation 4 and 8 (runs of d-float units), widths that are not a whole
+                                     * number of tile columns, padding other than d */
+                                    {7, 9, 45, 60, 4, 4}, {6, 7, 29, 61, 4, 3}, {5, 6, 30, 70, 8, 8}, {4, 5, 33, 131, 8, 5},
+                                    {6, 5, 64, 128, 2, 2}, {5, 4, 17, 19, 3, 3}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
