@@ -118,9 +118,9 @@ static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
  * (cout, cin) pair instead of 36. An earlier lean schedule shared one V among the threads and split the
  * output channels instead; every thread then read the whole V, half of it from the other core's cache. */
 #define LEAN_U_BYTES (8u << 20)
-/* V of the lean path's batches, all threads together. Fewer, larger batches rebuild U less often and give
- * the GEMMs wider B panels (measured 16 -> 48 MiB: the 2048->512 head conv -8 %, the layer3/4 3x3s -5 %;
- * peak RSS unchanged, it is set by other layers). */
+/* V of one thread's lean batch: 48 MiB on 1 or 2 threads, 96 MiB shared by more. Every batch rebuilds
+ * all of U, so fewer, larger batches matter most where cin is large (R101's 2048/2560 -> 512 head convs:
+ * 24 instead of 48 MiB per thread on 2 threads made them 13-15 % slower; peak RSS +22 MiB). */
 #define LEAN_V_BYTES (48u << 20)
 /* Output slivers per block of the lean path: 48 rows, so that each V value loaded feeds 48 rows of FMAs
  * and the 6 U[ξ] of a row of ξ stay in L2. */
@@ -135,7 +135,7 @@ static int lean_schedule(const conv2d *c) { return (size_t)WT * c->cin * c->cout
 static int batch_tiles(const conv2d *c, int ntiles, int threads) {
     int lean = lean_schedule(c), per_thread = lean ? 1 : 2;
     size_t per_tile = (size_t)WT * (lean ? c->cin : c->cin + c->cout) * sizeof(float);
-    int t = (int)((lean ? LEAN_V_BYTES / threads : BATCH_BYTES) / per_tile) / LANES * LANES;
+    int t = (int)((lean ? LEAN_V_BYTES * 2 / (threads > 2 ? threads : 2) : BATCH_BYTES) / per_tile) / LANES * LANES;
     int share = (ntiles + per_thread * threads - 1) / (per_thread * threads);
     share = (share + LANES - 1) / LANES * LANES;
     if (t > share) t = share;
