@@ -10,15 +10,26 @@ static void fill(float *x, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) x[i] = test_rand(&seed);
 }
 
-/* conv_fast against conv_reference; returns max|error| / (1 + max|ref|), the layer's scale. */
-static double conv_error(int cin, int cout, int k, int stride, int pad, int dil, int h, int w, int relu,
-                         int with_residual) {
+/* A conv with pseudo-random weights and bias (seeds seed, seed + 1), and a pseudo-random input for it. */
+static conv2d test_conv(int cin, int cout, int k, int stride, int pad, int dil, int relu, unsigned seed) {
     conv2d c = {.cout = cout, .cin = cin, .kh = k, .kw = k, .stride = stride, .pad = pad, .dil = dil, .relu = relu, .name = "test"};
     c.w = gemm_alloc((size_t)cout * cin * k * k); /* conv_free gives it back with gemm_free */
     c.b = malloc((size_t)cout * sizeof(float));
-    fill(c.w, (size_t)cout * cin * k * k, 1), fill(c.b, (size_t)cout, 2);
-    tensor in = {cin, h, w, malloc((size_t)cin * h * w * sizeof(float))};
-    fill(in.d, tensor_numel(in), 3);
+    fill(c.w, (size_t)cout * cin * k * k, seed), fill(c.b, (size_t)cout, seed + 1);
+    return c;
+}
+
+static tensor test_input(int c, int h, int w, unsigned seed) {
+    tensor in = {c, h, w, malloc((size_t)c * h * w * sizeof(float))};
+    fill(in.d, tensor_numel(in), seed);
+    return in;
+}
+
+/* conv_fast against conv_reference; returns max|error| / (1 + max|ref|), the layer's scale. */
+static double conv_error(int cin, int cout, int k, int stride, int pad, int dil, int h, int w, int relu,
+                         int with_residual) {
+    conv2d c = test_conv(cin, cout, k, stride, pad, dil, relu, 1);
+    tensor in = test_input(cin, h, w, 3);
     int oh, ow;
     conv_out_size(&c, h, w, &oh, &ow);
     tensor ref = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
@@ -158,12 +169,8 @@ START_TEST(winograd_isa_identical) {
                                     {6, 5, 64, 128, 2, 2}, {5, 4, 17, 19, 3, 3}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
-        conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
-        c.w = gemm_alloc((size_t)c.cout * c.cin * 9);
-        c.b = malloc((size_t)c.cout * sizeof(float));
-        fill(c.w, (size_t)c.cout * c.cin * 9, 21), fill(c.b, (size_t)c.cout, 22);
-        tensor in = {c.cin, sh[2], sh[3], malloc((size_t)c.cin * sh[2] * sh[3] * sizeof(float))};
-        fill(in.d, tensor_numel(in), 23);
+        conv2d c = test_conv(sh[0], sh[1], 3, 1, sh[5], sh[4], 1, 21);
+        tensor in = test_input(c.cin, sh[2], sh[3], 23);
         int oh, ow;
         conv_out_size(&c, in.h, in.w, &oh, &ow);
         size_t n = (size_t)c.cout * oh * ow;
@@ -199,13 +206,8 @@ START_TEST(im2col_isa_identical) {
     conv_set_winograd(0);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
-        conv2d c = {.cout = sh[1], .cin = sh[0], .kh = sh[2], .kw = sh[2], .stride = sh[3], .pad = sh[7], .dil = sh[4],
-                    .relu = 1, .name = "t"};
-        c.w = gemm_alloc((size_t)c.cout * c.cin * c.kh * c.kw);
-        c.b = malloc((size_t)c.cout * sizeof(float));
-        fill(c.w, (size_t)c.cout * c.cin * c.kh * c.kw, 41), fill(c.b, (size_t)c.cout, 42);
-        tensor in = {c.cin, sh[5], sh[6], malloc((size_t)c.cin * sh[5] * sh[6] * sizeof(float))};
-        fill(in.d, tensor_numel(in), 43);
+        conv2d c = test_conv(sh[0], sh[1], sh[2], sh[3], sh[7], sh[4], 1, 41);
+        tensor in = test_input(c.cin, sh[5], sh[6], 43);
         int oh, ow;
         conv_out_size(&c, in.h, in.w, &oh, &ow);
         size_t n = (size_t)c.cout * oh * ow;
@@ -235,12 +237,8 @@ START_TEST(winograd_thread_count_identical) {
     int saved = omp_get_max_threads();
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
-        conv2d c = {.cout = sh[1], .cin = sh[0], .kh = 3, .kw = 3, .stride = 1, .pad = sh[5], .dil = sh[4], .relu = 1, .name = "t"};
-        c.w = gemm_alloc((size_t)c.cout * c.cin * 9);
-        c.b = malloc((size_t)c.cout * sizeof(float));
-        fill(c.w, (size_t)c.cout * c.cin * 9, 31), fill(c.b, (size_t)c.cout, 32);
-        tensor in = {c.cin, sh[2], sh[3], malloc((size_t)c.cin * sh[2] * sh[3] * sizeof(float))};
-        fill(in.d, tensor_numel(in), 33);
+        conv2d c = test_conv(sh[0], sh[1], 3, 1, sh[5], sh[4], 1, 31);
+        tensor in = test_input(c.cin, sh[2], sh[3], 33);
         int oh, ow;
         conv_out_size(&c, in.h, in.w, &oh, &ow);
         size_t n = (size_t)c.cout * oh * ow;
