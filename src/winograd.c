@@ -249,7 +249,8 @@ static SA_AVX512 void transform_row_avx512(const conv2d *c, const float *g, int 
         for (size_t j = 0; j < tap; j += 16) {
             __mmask16 m = tap - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (tap - j)) - 1);
             __m512 x[9], y[6];
-            for (int k = 0; k < 9; k++) x[k] = _mm512_maskz_loadu_ps(m, gs + k * tap + j);
+            for (int k = 0; k < 9; k++) /* rows 0 and 5 of G read one row of taps each: load only that */
+                x[k] = (r == 0 && k >= 3) || (r == 5 && k < 6) ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, gs + k * tap + j);
             u_row_512(r, x, y);
             for (int q = 0; q < 6; q++) _mm512_mask_storeu_ps(us + q * ustride + j, m, y[q]);
         }
