@@ -181,14 +181,18 @@ static void fill_im2col(const void *arg, int j0, int nc, float *bp) {
 /* The same panel with AVX-512, for stride 1 or 2: the 16 pixels of a sliver split into runs along output
  * rows (a sliver that crosses a row end is two), and a K row of a run is one (stride 1) or two (stride 2,
  * then the even elements) loads masked to the image and to the run's lanes, blended by lanes. The same
- * values as fill_im2col, without its per-element bounds checks. */
+ * values as fill_im2col, without its per-element bounds checks. 16 pixels span at most 3 output rows when
+ * rows are at least 8 wide (im2col_avx512_applies). */
 #define IM2COL_RUNS 3
 #define IM2COL_MAX_KW 16
-static SA_AVX512 int fill_im2col_avx512(const im2col_arg *a, int j0, int nc, float *bp) {
+static int im2col_avx512_applies(const im2col_arg *a) {
+    return (a->c->stride == 1 || a->c->stride == 2) && a->c->kw <= IM2COL_MAX_KW && a->ow >= 8 && gemm_isa_avx512();
+}
+
+static SA_AVX512 void fill_im2col_avx512(const im2col_arg *a, int j0, int nc, float *bp) {
     const conv2d *c = a->c;
     tensor in = a->in;
     int kk = c->kh * c->kw, K = c->cin * kk, ns = (nc + GEMM_NR - 1) / GEMM_NR, st = c->stride;
-    if (c->kw > IM2COL_MAX_KW) return 0;
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     for (int s = 0; s < ns; s++) {
         int p0 = j0 + s * GEMM_NR, np = nc - s * GEMM_NR < GEMM_NR ? nc - s * GEMM_NR : GEMM_NR;
@@ -196,7 +200,6 @@ static SA_AVX512 int fill_im2col_avx512(const im2col_arg *a, int j0, int nc, flo
         int run_y[IM2COL_RUNS], run_x[IM2COL_RUNS], nr = 0;
         __mmask16 run_lanes[IM2COL_RUNS];
         for (int l0 = 0, l1; l0 < np; l0 = l1) {
-            if (nr == IM2COL_RUNS) return 0; /* rows shorter than the sliver: the scalar fill */
             int p = p0 + l0, y = p / a->ow, x = p % a->ow;
             l1 = l0 + (a->ow - x < np - l0 ? a->ow - x : np - l0);
             run_y[nr] = y, run_x[nr] = x - l0; /* the column lane 0 would have */
@@ -237,13 +240,11 @@ static SA_AVX512 int fill_im2col_avx512(const im2col_arg *a, int j0, int nc, flo
             _mm512_storeu_ps(dst, v);
         }
     }
-    return 1;
 }
 
 static void fill_im2col_any(const void *arg, int j0, int nc, float *bp) {
-    const im2col_arg *a = arg;
-    if ((a->c->stride == 1 || a->c->stride == 2) && gemm_isa_avx512() && fill_im2col_avx512(a, j0, nc, bp)) return;
-    fill_im2col(arg, j0, nc, bp);
+    if (im2col_avx512_applies(arg)) fill_im2col_avx512(arg, j0, nc, bp);
+    else fill_im2col(arg, j0, nc, bp);
 }
 
 static void fill_pointwise(const void *arg, int j0, int nc, float *bp) {
