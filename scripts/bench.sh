@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # segattn against its peers (PyTorch CPU, ONNX Runtime CPU) on the same models and sizes, in one run.
 #
-# usage: scripts/bench.sh [--quick] [--heads fcn,ann,...] [--runs N] [--threads N] [--rows r18,r101] [--out FILE]
+# usage: scripts/bench.sh [--quick] [--heads fcn,ann,...] [--runs N] [--threads N] [--rows r18,r101]
+#                         [--scaling-time S] [--out FILE]
 #
 #   --quick        R18 row only, 2 runs
 #   --heads LIST   comma-separated heads (default: fcn,ann,ccnet,isanet,eanet,nonlocal)
@@ -9,6 +10,8 @@
 #   --threads N    threads for every engine (default 2)
 #   --rows LIST    r18 (CamVid R18-d8, 128-ch heads, 360x480) and/or r101 (R101-d8, mmseg's 512-ch heads,
 #                  512x1024); default both
+#   --scaling-time S  seconds of alternating 1-thread / N-thread segattn runs behind the thread-scaling
+#                  column (default 20; at least --runs pairs)
 #   --out FILE     also write the report (markdown) to FILE
 #
 # Every engine runs random weights of the same architecture: segattn with `bench --random-weights`, the
@@ -27,6 +30,7 @@ HEADS=fcn,ann,ccnet,isanet,eanet,nonlocal
 RUNS=3
 THREADS=2
 ROWS=r18,r101
+SCALING_TIME=20
 OUT=
 QUICK=0
 while [ $# -gt 0 ]; do
@@ -36,13 +40,14 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift ;;
     --threads) THREADS=$2; shift ;;
     --rows) ROWS=$2; shift ;;
+    --scaling-time) SCALING_TIME=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-case "$RUNS$THREADS" in *[!0-9]*) echo "bench.sh: --runs and --threads take counts" >&2; exit 2 ;; esac
+case "$RUNS$THREADS$SCALING_TIME" in *[!0-9]*) echo "bench.sh: --runs, --threads and --scaling-time take counts" >&2; exit 2 ;; esac
 
 WORK=${SEGATTN_BENCH_DIR:-/tmp/segattn-bench}
 CACHE=${SEGATTN_BENCH_CACHE:-$HOME/.cache/segattn-bench}
@@ -93,14 +98,19 @@ fi
 [ -n "$PEAK" ] || { note "FMA peak not measured"; PEAK=0; }
 
 # --- runs --------------------------------------------------------------------------------------------------
-run_segattn() { # inside run_row's head loop. With more than one thread, --scaling: every run is followed
-    # by one on 1 thread, so that the thread-scaling column compares runs made under the same load.
-    local scaling= out
-    [ "$THREADS" -gt 1 ] && scaling=--scaling
-    note "$row $head: segattn, $THREADS thread(s)${scaling:+, alternating with 1}"
-    out=$(timeout 3600 ./segattn bench --random-weights --json $scaling -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
+run_segattn() { # inside run_row's head loop: the timed runs, as many as the peers get; then, with more
+    # than one thread, the scaling runs: each N-thread run is followed by one on 1 thread in the same process,
+    # so that both see the same load, for at least SCALING_TIME seconds (a busy neighbour comes and goes).
+    local out
+    note "$row $head: segattn, $THREADS thread(s)"
+    out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
     [ -n "$out" ] || out="{\"error\": \"segattn bench -t $THREADS failed (see $WORK/errors.log)\"}"
     record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn\", \"r\": $out}"
+    [ "$THREADS" -gt 1 ] || return 0
+    note "$row $head: segattn, $THREADS thread(s) alternating with 1, ${SCALING_TIME} s"
+    out=$(timeout 3600 ./segattn bench --random-weights --json --scaling --min-time "$SCALING_TIME" -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
+    [ -n "$out" ] || out="{\"error\": \"segattn bench --scaling failed (see $WORK/errors.log)\"}"
+    record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn_scaling\", \"r\": $out}"
 }
 run_row() { # ROW DEPTH H W CONFIG_PATTERN
     local row=$1 depth=$2 H=$3 W=$4 pattern=$5 onnxdir=$WORK/r$2_$3x$4 head
@@ -153,7 +163,7 @@ CORES=$(nproc)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo "+uncommitted src changes")
 CMD="scripts/bench.sh"
 [ $QUICK = 1 ] && CMD="$CMD --quick"
-CMD="$CMD --heads $HEADS --runs $RUNS --threads $THREADS --rows $ROWS"
+CMD="$CMD --heads $HEADS --runs $RUNS --threads $THREADS --rows $ROWS --scaling-time $SCALING_TIME"
 REPORT=$($PY - "$RESULTS" "$PEAK" "$CPU" "$CORES" "$THREADS" "$RUNS" "$COMMIT" "$CMD" \
     "${TORCH_VER:-unavailable: $TORCH_WHY}" "${ORT_VER:-unavailable: $ORT_WHY}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$LOAD0" <<'EOF'
 import json, sys
@@ -170,7 +180,7 @@ print(f"machine: {cpu}, {cores} cores; {threads} threads per engine; median of {
 print(f"segattn {commit}; PyTorch {torch_v}; ONNX Runtime (onnxruntime-node) {ort_v}")
 print(f"measured FMA peak ({threads} threads, scripts/fma_peak.c): {peak:.1f} GFLOP/s; load average at the start / end: {load0} / {load}")
 print(f"command: {cmd}\n")
-print(f"| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT | segattn 1 -> {threads} threads (min) |")
+print(f"| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT | segattn 1 -> {threads} threads: min over min (1-thread / {threads}-thread s); pairs median (pairs) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 notes = []
 for (row, head), e in res.items():
@@ -195,15 +205,19 @@ for (row, head), e in res.items():
     gflops = round(float(gflop) / s, 1) if gflop and s else None  # gflop is already 2 x MACs
     pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
     rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
-    one = sg.get("one_thread", {})
-    scaling = f"{one['min_s'] / s:.2f}x ({one['min_s']:.3f} s)" if s and "min_s" in one else "-"
+    sc = e.get("segattn_scaling", {})
+    one = sc.get("one_thread", {})
+    scaling = (f"{sc['scaling']:.2f}x ({one['min_s']:.3f} / {sc['min_s']:.3f} s); pairs {sc['scaling_pairs_median']:.2f}x "
+               f"({sc['runs']})" if "scaling" in sc else sc.get("error", "-"))
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
           f"{gflops if gflops is not None else '-'} | {pct} | {rss} | {scaling} |")
 print("\nTimes: median (min) wall seconds of whole predictions. segattn / fastest peer compares the minima (< 1: segattn "
       "is faster); the minimum is the least disturbed by other load. GFLOP = 2 x direct-convolution MACs of segattn's "
       "network (`segattn info`); GFLOP/s (at segattn's minimum time) and % FMA peak are segattn's, and can exceed "
       "100 % because segattn's Winograd 3x3 convolutions do fewer multiplications than the direct count. "
-      f"The last column is segattn's minimum on 1 thread over its minimum on {threads}, from runs that alternate between the two in one process.")
+      f"The last column is segattn's minimum on 1 thread over its minimum on {threads} (min over min), from a separate "
+      f"segattn process whose runs alternate between 1 and {threads} threads; then the median of the speed-ups of "
+      "the (N-thread, 1-thread) pairs, and how many pairs ran.")
 for n in notes: print(f"- {n}")
 EOF
 )

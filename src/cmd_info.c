@@ -29,7 +29,8 @@ static const char *INFO_HELP =
     "  -h, --help            this help\n";
 
 static const char *BENCH_HELP =
-    "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [-t THREADS] [--profile | --scaling] [--random-weights]\n"
+    "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [--min-time S] [-t THREADS] [--profile | --scaling]\n"
+    "                     [--random-weights]\n"
     "       segattn bench --module NAME | --all [--input 1xCxHxW] [-r RUNS] [-t THREADS] [--profile] [--json]\n"
     "\n"
     "Times whole predictions (network, resize and argmax) on a fixed pseudo-random image after one warm-up run,\n"
@@ -49,10 +50,12 @@ static const char *BENCH_HELP =
     "  -w, --weights FILE    weights (default: the config's \"weights\" list)\n"
     "      --size HxW        input height x width (default 360x480)\n"
     "  -r, --runs N          timed runs (default 5; 3 with --module / --all)\n"
+    "      --min-time S      go on with more runs until the timed runs took S seconds in all (default 0)\n"
     "  -t, --threads N       threads (default: all cores)\n"
     "      --profile         one line per layer: time, shape in -> out, GFLOP/s\n"
     "      --scaling         also time every run on 1 thread, alternating with the -t runs (so that both see\n"
-    "                        the same load on a shared machine), and report the speed-up, min over min\n"
+    "                        the same load on a shared machine), and report the speed-up: min over min, and\n"
+    "                        the median of the speed-ups of the pairs\n"
     "      --random-weights  random weights instead of weight files\n"
     "      --json            one JSON line instead of the table\n"
     "  -h, --help            this help\n";
@@ -63,9 +66,12 @@ typedef struct {
     int h, w, runs, profile, random, json, scaling;
     const char *module;   /* bench --module */
     int all, in_c, in_h, in_w, runs_given;
+    double min_time;      /* bench: seconds of timed runs to reach, beyond -r */
 } model_opts;
 
-enum { OPT_SIZE = 300, OPT_PROFILE, OPT_RANDOM, OPT_JSON, OPT_MODULE, OPT_ALL, OPT_INPUT, OPT_SCALING };
+#define RUNS_MAX 10000 /* -r, and the runs --min-time may add */
+
+enum { OPT_SIZE = 300, OPT_PROFILE, OPT_RANDOM, OPT_JSON, OPT_MODULE, OPT_ALL, OPT_INPUT, OPT_SCALING, OPT_MIN_TIME };
 
 static int parse_input(const char *s, int *c, int *h, int *w) {
     int n;
@@ -82,6 +88,7 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
         {"random-weights", no_argument, 0, OPT_RANDOM}, {"json", no_argument, 0, OPT_JSON},
         {"module", required_argument, 0, OPT_MODULE}, {"all", no_argument, 0, OPT_ALL},
         {"input", required_argument, 0, OPT_INPUT}, {"scaling", no_argument, 0, OPT_SCALING},
+        {"min-time", required_argument, 0, OPT_MIN_TIME},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->h = 360, o->w = 480, o->runs = 5;
@@ -101,7 +108,7 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
             break;
         case 'r':
             o->runs = atoi(optarg);
-            if (o->runs < 0 || o->runs > 10000 || (o->runs == 0 && strcmp(optarg, "0") != 0)) {
+            if (o->runs < 0 || o->runs > RUNS_MAX || (o->runs == 0 && strcmp(optarg, "0") != 0)) {
                 fprintf(stderr, "segattn: error: --runs: '%s' is not a count in [0, 10000]\n", optarg);
                 return SA_EXIT_USAGE;
             }
@@ -127,6 +134,16 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
             if (help != BENCH_HELP) { fputs(help, stderr); return SA_EXIT_USAGE; }
             o->scaling = 1;
             break;
+        case OPT_MIN_TIME: {
+            char *end;
+            if (help != BENCH_HELP) { fputs(help, stderr); return SA_EXIT_USAGE; }
+            o->min_time = strtod(optarg, &end);
+            if (end == optarg || *end || !(o->min_time >= 0 && o->min_time <= 86400)) {
+                fprintf(stderr, "segattn: error: --min-time: '%s' is not seconds in [0, 86400]\n", optarg);
+                return SA_EXIT_USAGE;
+            }
+            break;
+        }
         case OPT_RANDOM: o->random = 1; break;
         case OPT_JSON: o->json = 1; break;
         case 'h': fputs(help, stdout); return -1;
@@ -139,6 +156,10 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
     }
     if (o->module && o->all) {
         fprintf(stderr, "segattn: error: --module and --all exclude each other\n");
+        return SA_EXIT_USAGE;
+    }
+    if (o->min_time > 0 && (o->module || o->all)) {
+        fprintf(stderr, "segattn: error: --min-time times whole predictions only (not with --module, --all)\n");
         return SA_EXIT_USAGE;
     }
     if (o->scaling && (o->profile || o->module || o->all)) {
@@ -312,45 +333,53 @@ int cmd_bench(int argc, char **argv) {
     unsigned seed = 7;
     for (size_t i = 0; img.rgb && i < (size_t)o.w * o.h * 3; i++) seed = seed * 1664525u + 1013904223u, img.rgb[i] = (uint8_t)(seed >> 24);
     int threads = o.run.threads > 0 ? o.run.threads : omp_get_max_threads();
-    double *t = malloc(2 * (size_t)o.runs * sizeof *t), *t1 = t + o.runs; /* t1: the --scaling runs on 1 thread */
+    /* With --min-time the run count is open-ended, up to the cap that -r has. */
+    int cap = o.min_time > 0 ? RUNS_MAX : o.runs, runs = 0;
+    double *t = malloc(3 * (size_t)cap * sizeof *t), *t1 = t + cap, *pair = t1 + cap; /* t1: the --scaling runs on 1 thread */
     if (!img.rgb || !t) { fprintf(stderr, "segattn: error: out of memory\n"); return SA_EXIT_INTERNAL; }
     /* Warm-ups (each plans the arena for its thread count). With --scaling the 1-thread runs alternate with
      * the others, so that a neighbour's load on a shared machine falls on both alike. */
-    double w = timed_predict(m, &img, threads);
+    double w = timed_predict(m, &img, threads), spent = 0;
     if (w >= 0 && o.scaling) w = timed_predict(m, &img, 1);
     if (w < 0) return (int)-w;
     for (int i = 0; i < m->ctx.n_log; i++) m->ctx.log[i].seconds = 0;
-    for (int r = 0; r < o.runs; r++) {
-        if ((t[r] = timed_predict(m, &img, threads)) < 0) return (int)-t[r];
-        if (o.scaling && (t1[r] = timed_predict(m, &img, 1)) < 0) return (int)-t1[r];
+    for (; runs < cap && (runs < o.runs || spent < o.min_time); runs++) {
+        if ((t[runs] = timed_predict(m, &img, threads)) < 0) return (int)-t[runs];
+        spent += t[runs];
+        if (!o.scaling) continue;
+        if ((t1[runs] = timed_predict(m, &img, 1)) < 0) return (int)-t1[runs];
+        spent += t1[runs];
+        pair[runs] = t1[runs] / t[runs];
     }
-    qsort(t, (size_t)o.runs, sizeof *t, by_double);
-    if (o.scaling) qsort(t1, (size_t)o.runs, sizeof *t1, by_double);
-    double median = t[o.runs / 2], flops = 2 * m->ctx.macs_total;
+    qsort(t, (size_t)runs, sizeof *t, by_double);
+    if (o.scaling) qsort(t1, (size_t)runs, sizeof *t1, by_double), qsort(pair, (size_t)runs, sizeof *pair, by_double);
+    double median = t[runs / 2], flops = 2 * m->ctx.macs_total;
     if (o.json) {
-        printf("{\"engine\": \"segattn\", \"config\": \"%s\", \"hw\": [%d, %d], \"threads\": %d, \"min_s\": %.4f, "
+        printf("{\"engine\": \"segattn\", \"config\": \"%s\", \"hw\": [%d, %d], \"threads\": %d, \"runs\": %d, \"min_s\": %.4f, "
                "\"median_s\": %.4f, \"max_s\": %.4f, \"gflop\": %.2f, \"gflops\": %.1f, \"peak_rss_mb\": %ld",
-               o.model.config, o.h, o.w, threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
+               o.model.config, o.h, o.w, threads, runs, t[0], median, t[runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
         if (o.scaling)
-            printf(", \"one_thread\": {\"min_s\": %.4f, \"median_s\": %.4f, \"max_s\": %.4f}, \"scaling\": %.3f", t1[0],
-                   t1[o.runs / 2], t1[o.runs - 1], t1[0] / t[0]);
+            printf(", \"one_thread\": {\"min_s\": %.4f, \"median_s\": %.4f, \"max_s\": %.4f}, \"scaling\": %.3f, "
+                   "\"scaling_pairs_median\": %.3f",
+                   t1[0], t1[runs / 2], t1[runs - 1], t1[0] / t[0], pair[runs / 2]);
         printf("}\n");
     } else {
         printf("%s at %dx%d, %d runs on %d thread(s): min %.4f s, median %.4f s, max %.4f s; %.1f GFLOP, %.1f GFLOP/s; "
                "peak RSS %ld MiB\n",
-               o.model.config, o.h, o.w, o.runs, threads, t[0], median, t[o.runs - 1], flops / 1e9, flops / median / 1e9,
+               o.model.config, o.h, o.w, runs, threads, t[0], median, t[runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
         if (o.scaling)
-            printf("on 1 thread, alternating: min %.4f s, median %.4f s, max %.4f s; 1 -> %d threads: %.2fx (min over min)\n",
-                   t1[0], t1[o.runs / 2], t1[o.runs - 1], threads, t1[0] / t[0]);
+            printf("on 1 thread, alternating: min %.4f s, median %.4f s, max %.4f s; 1 -> %d threads: %.2fx min over min, "
+                   "%.2fx median of the pairs\n",
+                   t1[0], t1[runs / 2], t1[runs - 1], threads, t1[0] / t[0], pair[runs / 2]);
     }
     if (o.profile) {
         printf("\n%-48s %10s %-16s %-16s %9s\n", "layer", "ms/run", "input", "output", "GFLOP/s");
         for (int i = 0; i < m->ctx.n_log; i++) {
             const layer_record *r = &m->ctx.log[i];
             char in[32], out[32];
-            double s = r->seconds / o.runs;
+            double s = r->seconds / runs;
             snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
             snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
             printf("%-48s %10.3f %-16s %-16s %9.1f\n", r->name, 1e3 * s, in, out, s > 0 ? 2 * r->macs / s / 1e9 : 0);

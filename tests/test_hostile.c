@@ -440,7 +440,7 @@ END_TEST
 /* ---- outputs ------------------------------------------------------------------------------------------ */
 
 START_TEST(output_not_writable) {
-    char want[600], *err;
+    char want[600];
     write_png(at("a.png"), 8, 8);
     write_text(at("file"), "a regular file where a directory is wanted\n");
     snprintf(want, sizeof want, "%s/sub: cannot create output directory: Not a directory", at("file"));

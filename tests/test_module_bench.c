@@ -97,6 +97,40 @@ START_TEST(bench_scaling_reports_both_thread_counts) {
 }
 END_TEST
 
+/* `--min-time` goes on past -r until the timed runs add up to that many seconds; the JSON line counts
+ * the runs, and with --scaling carries the median of the pairs' speed-ups. */
+START_TEST(bench_min_time_adds_runs) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s bench --random-weights --json --scaling --min-time 1 -r 2 -t 2 --size 37x45 "
+             "-c tests/data/tiny_r101_isanet/model.json",
+             segattn_bin());
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    char line[2048] = "";
+    ck_assert(fgets(line, sizeof line, p) != NULL);
+    ck_assert_int_eq(pclose(p), 0);
+    int runs = 0;
+    double max2 = -1, max1 = -1, pairs = -1, min2 = -1, min1 = -1;
+    const char *r = strstr(line, "\"runs\": "), *x = strstr(line, "\"max_s\": "), *y = strstr(line, "\"one_thread\": {\"min_s\": "),
+               *z = strstr(line, "\"scaling_pairs_median\": "), *a = strstr(line, "\"min_s\": ");
+    ck_assert_msg(r && x && y && z && a, "%s", line);
+    sscanf(r + 8, "%d", &runs), sscanf(x + 9, "%lf", &max2), sscanf(z + 24, "%lf", &pairs), sscanf(a + 9, "%lf", &min2);
+    sscanf(y + 25, "%lf", &min1);
+    const char *y_max = strstr(y, "\"max_s\": ");
+    ck_assert(y_max != NULL);
+    sscanf(y_max + 9, "%lf", &max1);
+    /* The runs took at least a second in all, and no run more than its maximum. */
+    ck_assert_msg(runs > 2 && runs * (max1 + max2) >= 1.0, "%s", line);
+    /* A pair's speed-up lies between the extremes of the two series. */
+    ck_assert_msg(pairs > 0 && pairs >= min1 / max2 - 1e-3 && pairs <= max1 / min2 + 1e-3, "%s", line);
+    snprintf(cmd, sizeof cmd, "%s bench --all --min-time 1 -r 1 2>/dev/null", segattn_bin());
+    ck_assert_int_eq(run_status(cmd), 2); /* modules are timed by -r alone */
+    snprintf(cmd, sizeof cmd, "%s bench --min-time -1 -r 1 2>/dev/null", segattn_bin());
+    ck_assert_int_eq(run_status(cmd), 2);
+}
+END_TEST
+
 Suite *module_bench_suite(void) {
     Suite *s = suite_create("module_bench");
     TCase *tc = tcase_create("core");
@@ -106,6 +140,7 @@ Suite *module_bench_suite(void) {
     tcase_add_test(tc, ccnet_and_spatial_bias_counts);
     tcase_add_test(tc, every_module_runs_on_a_small_input);
     tcase_add_test(tc, bench_scaling_reports_both_thread_counts);
+    tcase_add_test(tc, bench_min_time_adds_runs);
     suite_add_tcase(s, tc);
     return s;
 }
