@@ -73,8 +73,19 @@ void criss_cross_reference(tensor q, tensor k, tensor v, tensor x, float gamma, 
     free(e);
 }
 
+/* Rows of the map a thread takes at a time: their energies and sums stay within ~2 MiB, and every thread
+ * gets a share. Each column of v is then read once per chunk rather than once per pixel. */
+static int chunk_rows(int c, int h, int w, int threads) {
+    size_t row = (size_t)w * (c + h + w) * sizeof(float);
+    int r = (int)((2u << 20) / row), share = (h + threads - 1) / threads;
+    if (r > share) r = share;
+    return r < 1 ? 1 : r;
+}
+
 size_t criss_cross_scratch_floats(int d, int c, int h, int w) {
-    return (size_t)h * w * (2 * d + c) + (size_t)omp_get_max_threads() * (h + w + 16 + (size_t)w * c) + 64;
+    int threads = omp_get_max_threads();
+    size_t chunk = (size_t)chunk_rows(c, h, w, threads) * w * (c + h + w) + 16;
+    return (size_t)h * w * (2 * d + c) + (size_t)threads * chunk + 64;
 }
 
 static inline float dot(const float *a, const float *b, int n) {
@@ -89,20 +100,43 @@ static inline float dot(const float *a, const float *b, int n) {
     return r;
 }
 
-/* o[0..n) += w · src[0..n), n ≤ 64 lanes at a time by the caller. */
-static inline void axpy(float *o, float w, const float *src, int n) {
-    int i = 0;
-    __m256 vw = _mm256_set1_ps(w);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(src + i), _mm256_loadu_ps(o + i)));
-    for (; i < n; i++) o[i] += w * src[i];
+/* o[0..n) = o (or 0 when !add) + Σ e[i] · v[i·stride + 0..n) over i in [0, m) but `skip`, in i order for
+ * every element. 64 sums stay in registers across the i loop: one load per FMA. */
+static void weighted_sum(float *o, int add, const float *e, int m, int skip, const float *v, size_t stride, int n) {
+    int c = 0;
+    for (; c + 64 <= n; c += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = add ? _mm256_loadu_ps(o + c + 8 * k) : _mm256_setzero_ps();
+        for (int i = 0; i < m; i++) {
+            if (i == skip) continue;
+            __m256 wi = _mm256_set1_ps(e[i]);
+            const float *vi = v + (size_t)i * stride + c;
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 8 * k), a[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(o + c + 8 * k, a[k]);
+    }
+    for (; c + 8 <= n; c += 8) {
+        __m256 a = add ? _mm256_loadu_ps(o + c) : _mm256_setzero_ps();
+        for (int i = 0; i < m; i++)
+            if (i != skip) a = _mm256_fmadd_ps(_mm256_set1_ps(e[i]), _mm256_loadu_ps(v + (size_t)i * stride + c), a);
+        _mm256_storeu_ps(o + c, a);
+    }
+    for (; c < n; c++) {
+        float a = add ? o[c] : 0;
+        for (int i = 0; i < m; i++)
+            if (i != skip) a = fmaf(e[i], v[(size_t)i * stride + c], a);
+        o[c] = a;
+    }
 }
 
 /* Fast: q, k, v copied position-major so that every energy is one contiguous d-vector dot product and the
- * aggregation adds contiguous C-vectors; rows of the output split across threads, each pixel's sums in a
- * fixed order, so the result does not depend on the thread count. */
+ * aggregation adds contiguous C-vectors. Each thread takes a band of rows, a chunk of rows at a time. Within
+ * a chunk the column sums go column by column, so that a column of v is read once for all the chunk's rows;
+ * then the row sums. Each pixel adds its column, then its row, in a fixed order, so the result does not
+ * depend on the thread count. */
 void criss_cross(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out, float *scratch) {
-    int H = x.h, W = x.w, d = q.c, C = v.c;
-    size_t plane = (size_t)H * W;
+    int H = x.h, W = x.w, d = q.c, C = v.c, R = chunk_rows(C, H, W, omp_get_max_threads());
+    size_t plane = (size_t)H * W, chunk_floats = (size_t)R * W * (C + H + W) + 16;
     float *qt = scratch, *kt = qt + plane * d, *vt = kt + plane * d, *thr = vt + plane * C;
 #pragma omp parallel for schedule(static)
     for (int y = 0; y < H; y++) {
@@ -117,30 +151,36 @@ void criss_cross(tensor q, tensor k, tensor v, tensor x, float gamma, tensor out
                 vt[p * C + c] = v.d[c * plane + p];
             }
     }
-#pragma omp parallel for schedule(static)
-    for (int y = 0; y < H; y++) {
-        float *e = thr + (size_t)omp_get_thread_num() * (H + W + 16 + (size_t)W * C), *acc = e + H + W + 16;
-        for (int xx = 0; xx < W; xx++) {
-            size_t p = (size_t)y * W + xx;
-            const float *qp = qt + p * d;
-            for (int i = 0; i < H; i++) e[i] = dot(qp, kt + ((size_t)i * W + xx) * d, d);
-            for (int j = 0; j < W; j++) e[H + j] = dot(qp, kt + ((size_t)y * W + j) * d, d);
-            e[y] = -INFINITY; /* the pixel itself is counted once, in its row */
-            softmax_row_fast(e, H + W);
-            float *o = acc + (size_t)xx * C;
-            for (int c0 = 0; c0 < C; c0 += 64) {
-                int n = C - c0 < 64 ? C - c0 : 64;
-                memset(o + c0, 0, (size_t)n * sizeof(float));
-                for (int i = 0; i < H; i++)
-                    if (i != y) axpy(o + c0, e[i], vt + ((size_t)i * W + xx) * C + c0, n);
-                for (int j = 0; j < W; j++) axpy(o + c0, e[H + j], vt + ((size_t)y * W + j) * C + c0, n);
-            }
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads(), band_end = (int)((long)H * (t + 1) / T);
+        /* e: a chunk's softmax weights, H + W per pixel (column, then row); acc: its sums, C per pixel */
+        float *e = thr + (size_t)t * chunk_floats, *acc = e + (size_t)R * W * (H + W);
+        for (int y0 = (int)((long)H * t / T); y0 < band_end; y0 += R) {
+            int y1 = y0 + R < band_end ? y0 + R : band_end;
+            for (int y = y0; y < y1; y++)
+                for (int xx = 0; xx < W; xx++) {
+                    size_t p = (size_t)y * W + xx;
+                    float *ep = e + ((size_t)(y - y0) * W + xx) * (H + W);
+                    const float *qp = qt + p * d;
+                    for (int i = 0; i < H; i++) ep[i] = dot(qp, kt + ((size_t)i * W + xx) * d, d);
+                    for (int j = 0; j < W; j++) ep[H + j] = dot(qp, kt + ((size_t)y * W + j) * d, d);
+                    ep[y] = -INFINITY; /* the pixel itself is counted once, in its row */
+                    softmax_row_fast(ep, H + W);
+                }
+            for (int xx = 0; xx < W; xx++)
+                for (int y = y0; y < y1; y++) {
+                    size_t at = (size_t)(y - y0) * W + xx;
+                    weighted_sum(acc + at * C, 0, e + at * (H + W), H, y, vt + (size_t)xx * C, (size_t)W * C, C);
+                }
+            for (size_t at = 0; at < (size_t)(y1 - y0) * W; at++)
+                weighted_sum(acc + at * C, 1, e + at * (H + W) + H, W, -1, vt + ((size_t)y0 * W + at / W * W) * C, C, C);
+            for (int c = 0; c < C; c++)
+                for (size_t at = 0; at < (size_t)(y1 - y0) * W; at++) {
+                    size_t p = (size_t)c * plane + (size_t)y0 * W + at;
+                    out.d[p] = gamma * acc[at * C + c] + x.d[p];
+                }
         }
-        for (int c = 0; c < C; c++)
-            for (int xx = 0; xx < W; xx++) {
-                size_t p = (size_t)c * plane + (size_t)y * W + xx;
-                out.d[p] = gamma * acc[(size_t)xx * C + c] + x.d[p];
-            }
     }
 }
 

@@ -66,7 +66,8 @@ static void cc_tensors(int d, int c, int h, int w, tensor *q, tensor *k, tensor 
 }
 
 START_TEST(criss_cross_matches_reference) {
-    static const int shapes[][4] = {{2, 3, 1, 1}, {2, 5, 3, 4}, {16, 128, 9, 13}, {5, 70, 17, 6}, {8, 16, 1, 9}};
+    /* the last: rows of 157 KiB, so each thread goes through its band in chunks of 13 rows */
+    static const int shapes[][4] = {{2, 3, 1, 1}, {2, 5, 3, 4}, {16, 128, 9, 13}, {5, 70, 17, 6}, {8, 16, 1, 9}, {8, 512, 40, 64}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int d = shapes[t][0], c = shapes[t][1], h = shapes[t][2], w = shapes[t][3];
         tensor q, k, v, x;
@@ -135,14 +136,16 @@ static void run_attend(float *out) {
     free(q), free(k), free(v), free(scratch);
 }
 
-static void run_cc(float *out) {
+static void run_cc_shape(float *out, int d, int c, int h, int w) {
     tensor q, k, v, x;
-    cc_tensors(16, 64, 23, 31, &q, &k, &v, &x);
-    float *scratch = malloc(criss_cross_scratch_floats(16, 64, 23, 31) * 2 * sizeof(float));
-    tensor o = {64, 23, 31, out};
+    cc_tensors(d, c, h, w, &q, &k, &v, &x);
+    float *scratch = malloc(criss_cross_scratch_floats(d, c, h, w) * sizeof(float)); /* sized for the current threads */
+    tensor o = {c, h, w, out};
     criss_cross(q, k, v, x, 0.5f, o, scratch);
     free(q.d), free(k.d), free(v.d), free(x.d), free(scratch);
 }
+static void run_cc(float *out) { run_cc_shape(out, 16, 64, 23, 31); }
+static void run_cc_chunked(float *out) { run_cc_shape(out, 8, 512, 40, 64); } /* chunks of 13 rows: 1 thread 4, 2 threads 2 + 2 */
 
 START_TEST(kernels_thread_count_invariant) {
     same_bits(run_gemm, 300 * 701, "gemm");
@@ -152,6 +155,7 @@ START_TEST(kernels_thread_count_invariant) {
     same_bits(run_conv_1x1, 40 * 61 * 77, "1x1 conv");
     same_bits(run_attend, 48 * 900, "attend");
     same_bits(run_cc, 64 * 23 * 31, "criss-cross");
+    same_bits(run_cc_chunked, 512 * 40 * 64, "criss-cross in chunks of rows");
 }
 END_TEST
 
