@@ -4,7 +4,7 @@
 # usage: scripts/bench.sh [--quick] [--heads fcn,ann,...] [--runs N] [--threads N] [--rows r18,r101]
 #                         [--scaling-time S] [--out FILE]
 #
-#   --quick        R18 row only, 2 runs
+#   --quick        R18 row only, 2 runs, 5 s of scaling runs
 #   --heads LIST   comma-separated heads (default: fcn,ann,ccnet,isanet,eanet,nonlocal)
 #   --runs N       timed runs per engine after one warm-up (default 3); the median is reported
 #   --threads N    threads for every engine (default 2)
@@ -35,7 +35,7 @@ OUT=
 QUICK=0
 while [ $# -gt 0 ]; do
     case "$1" in
-    --quick) QUICK=1; ROWS=r18; RUNS=2 ;;
+    --quick) QUICK=1; ROWS=r18; RUNS=2; SCALING_TIME=5 ;;
     --heads) HEADS=$2; shift ;;
     --runs) RUNS=$2; shift ;;
     --threads) THREADS=$2; shift ;;
