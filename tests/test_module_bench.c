@@ -2,6 +2,7 @@
  * efficiency papers' 1×512×128×128 input), and real runs of every module on a small odd-sized input. */
 #include <check.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "module_bench.h"
@@ -73,23 +74,34 @@ START_TEST(every_module_runs_on_a_small_input) {
 }
 END_TEST
 
+/* Runs `segattn bench --random-weights --json ARGS` on the tiny model; its one line goes to `line`. */
+static void bench_json(const char *args, char *line, int n) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s bench --random-weights --json %s -c tests/data/tiny_r101_isanet/model.json",
+             segattn_bin(), args);
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    line[0] = 0;
+    ck_assert(fgets(line, n, p) != NULL);
+    ck_assert_int_eq(pclose(p), 0);
+}
+
+/* The number after "key": at or after `from` (a JSON line, or a part of one). */
+static double json_number(const char *from, const char *key) {
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\": ", key);
+    const char *at = from ? strstr(from, pattern) : NULL;
+    ck_assert_msg(at != NULL, "no %s in %s", key, from ? from : "(nothing)");
+    return strtod(at + strlen(pattern), NULL);
+}
+
 /* `segattn bench --scaling`: the 1-thread runs alternate with the others in one process (the model
  * replans its arena at every switch), and the JSON line carries both and their ratio. */
 START_TEST(bench_scaling_reports_both_thread_counts) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "%s bench --random-weights --json --scaling -r 2 -t 2 --size 37x45 -c tests/data/tiny_r101_isanet/model.json",
-             segattn_bin());
-    FILE *p = popen(cmd, "r");
-    ck_assert(p != NULL);
-    char line[2048] = "";
-    ck_assert(fgets(line, sizeof line, p) != NULL);
-    ck_assert_int_eq(pclose(p), 0);
-    double min2 = -1, min1 = -1, ratio = -1;
-    const char *a = strstr(line, "\"min_s\": "), *b = strstr(line, "\"one_thread\": {\"min_s\": "),
-               *c = strstr(line, "\"scaling\": ");
-    ck_assert_msg(a && b && c, "%s", line);
-    sscanf(a + 9, "%lf", &min2), sscanf(b + 25, "%lf", &min1), sscanf(c + 11, "%lf", &ratio);
+    char line[2048], cmd[1024];
+    bench_json("--scaling -r 2 -t 2 --size 37x45", line, sizeof line);
+    const char *one = strstr(line, "\"one_thread\"");
+    double min2 = json_number(line, "min_s"), min1 = json_number(one, "min_s"), ratio = json_number(line, "scaling");
     ck_assert_msg(min2 > 0 && min1 > 0 && fabs(ratio * min2 - min1) <= 5e-5 * (1 + ratio) + 1e-6 /* both printed to 0.1 ms */, "%s", line);
     snprintf(cmd, sizeof cmd, "%s bench --random-weights --scaling --profile -r 1 -c tests/data/tiny_r101_isanet/model.json 2>/dev/null",
              segattn_bin());
@@ -100,26 +112,12 @@ END_TEST
 /* `--min-time` goes on past -r until the timed runs add up to that many seconds; the JSON line counts
  * the runs, and with --scaling carries the median of the pairs' speed-ups. */
 START_TEST(bench_min_time_adds_runs) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "%s bench --random-weights --json --scaling --min-time 1 -r 2 -t 2 --size 37x45 "
-             "-c tests/data/tiny_r101_isanet/model.json",
-             segattn_bin());
-    FILE *p = popen(cmd, "r");
-    ck_assert(p != NULL);
-    char line[2048] = "";
-    ck_assert(fgets(line, sizeof line, p) != NULL);
-    ck_assert_int_eq(pclose(p), 0);
-    int runs = 0;
-    double max2 = -1, max1 = -1, pairs = -1, min2 = -1, min1 = -1;
-    const char *r = strstr(line, "\"runs\": "), *x = strstr(line, "\"max_s\": "), *y = strstr(line, "\"one_thread\": {\"min_s\": "),
-               *z = strstr(line, "\"scaling_pairs_median\": "), *a = strstr(line, "\"min_s\": ");
-    ck_assert_msg(r && x && y && z && a, "%s", line);
-    sscanf(r + 8, "%d", &runs), sscanf(x + 9, "%lf", &max2), sscanf(z + 24, "%lf", &pairs), sscanf(a + 9, "%lf", &min2);
-    sscanf(y + 25, "%lf", &min1);
-    const char *y_max = strstr(y, "\"max_s\": ");
-    ck_assert(y_max != NULL);
-    sscanf(y_max + 9, "%lf", &max1);
+    char line[2048], cmd[1024];
+    bench_json("--scaling --min-time 1 -r 2 -t 2 --size 37x45", line, sizeof line);
+    const char *one = strstr(line, "\"one_thread\"");
+    int runs = (int)json_number(line, "runs");
+    double min2 = json_number(line, "min_s"), max2 = json_number(line, "max_s");
+    double min1 = json_number(one, "min_s"), max1 = json_number(one, "max_s"), pairs = json_number(line, "scaling_pairs_median");
     /* The runs took at least a second in all, and no run more than its maximum. */
     ck_assert_msg(runs > 2 && runs * (max1 + max2) >= 1.0, "%s", line);
     /* A pair's speed-up lies between the extremes of the two series. */
