@@ -2,15 +2,16 @@
 
 static uint64_t span_of(uint32_t front, uint32_t back) { return (uint64_t)front << 32 | back; }
 
+void band_init(work_band *b, int front, int back) { atomic_init(&b->span, span_of((uint32_t)front, (uint32_t)back)); }
+
 void bands_init(work_bands *w, int n_items, int threads) {
     int nb = threads < 1 ? 1 : threads > BANDS_MAX ? BANDS_MAX : threads;
     w->n_bands = nb;
     for (int b = 0; b < nb; b++)
-        atomic_init(&w->band[b].span, span_of((uint32_t)((int64_t)n_items * b / nb), (uint32_t)((int64_t)n_items * (b + 1) / nb)));
+        band_init(&w->band[b], (int)((int64_t)n_items * b / nb), (int)((int64_t)n_items * (b + 1) / nb));
 }
 
-/* Takes one item from band b, from the front or the back; -1 if it is empty. */
-static int take(work_band *b, int from_back) {
+int band_take(work_band *b, int from_back) {
     uint64_t s = atomic_load_explicit(&b->span, memory_order_relaxed);
     for (;;) {
         uint32_t front = (uint32_t)(s >> 32), back = (uint32_t)s;
@@ -22,7 +23,7 @@ static int take(work_band *b, int from_back) {
 }
 
 int bands_next(work_bands *w, int t) {
-    int item = take(&w->band[t % w->n_bands], 0);
+    int item = band_take(&w->band[t % w->n_bands], 0);
     while (item < 0) {
         int fullest = -1;
         uint32_t most = 0;
@@ -32,7 +33,7 @@ int bands_next(work_bands *w, int t) {
             if (back > front && back - front > most) most = back - front, fullest = b;
         }
         if (fullest < 0) return -1;
-        item = take(&w->band[fullest], 1);
+        item = band_take(&w->band[fullest], 1);
     }
     return item;
 }

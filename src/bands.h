@@ -25,4 +25,8 @@ void bands_init(work_bands *w, int n_items, int threads);
 /* The next item for thread t (omp_get_thread_num()), or -1 when every band is empty. */
 int bands_next(work_bands *w, int t);
 
+/* One band on its own: items [front, back); take one from the front or the back, -1 once it is empty. */
+void band_init(work_band *b, int front, int back);
+int band_take(work_band *b, int from_back);
+
 #endif

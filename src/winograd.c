@@ -111,7 +111,9 @@ static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
 
 /* One schedule, two sources of U. Every thread takes whole batches of tiles from its band (bands.h) and
  * runs them start to end in its own buffers: input transform into V, the 36 GEMMs M = U·V, output
- * transform. No barrier inside the conv, and a thread reads only its own V and the image rows of its band.
+ * transform. No barrier inside the conv, and a thread reads its own V and the image rows of its band; only at
+ * the end of a lean conv does a thread that is done take output blocks of a batch still running elsewhere,
+ * reading that batch's V (batch_share).
  * Small weights (U under 8 MiB) keep U, transformed once at load. Big ones (the 256/512-channel stages)
  * keep only the taps g and rebuild U per batch, a block of output channels at a time into an L2-sized
  * buffer (the lean path): it costs a few per cent of the GEMMs' work and keeps the weights at 9 floats per
@@ -569,52 +571,103 @@ static void output_sliver(const conv2d *c, tensor out, const tensor *res, int o,
     else output_tiles(c, out, res, o, org, nt, m, xi_stride);
 }
 
+/* One conv's run: what every thread reads. */
+typedef struct {
+    const conv2d *c;
+    const float *u;
+    tensor in, out;
+    const tensor *residual;
+    wino_plan p;
+    const int *org;
+    gather_plan *plans;
+    int n, ms;
+    size_t pa;
+} wino_run;
+
+/* A lean batch whose V its thread has transformed: once no whole batch is left, a thread that is done takes
+ * output blocks of it from the back, reading that V (the owner takes them from the front). A core slowed by
+ * a neighbour then no longer holds up the conv by up to a whole batch. */
+typedef struct {
+    work_band blocks;     /* blocks of the batch not yet taken */
+    _Atomic int ready;    /* v and the batch's gather plans are complete */
+    const float *v;
+} batch_share;
+#define SHARED_BATCHES_MAX 64 /* more lean batches than this (many threads, huge images): no block sharing */
+
+/* Input transform of the batch at tile b0 into v (and its gather plans, by the thread that uses them). */
+static void batch_input(const wino_run *w, int b0, float *v) {
+    const conv2d *c = w->c;
+    int nb = w->n - b0 < w->p.tiles ? w->n - b0 : w->p.tiles, ns = (nb + LANES - 1) / LANES;
+    for (int s = 0; w->plans && s < ns; s++)
+        plan_sliver(c, w->in, w->out, w->org + 2 * (b0 + s * LANES), nb - s * LANES < LANES ? nb - s * LANES : LANES,
+                    w->plans + (b0 + s * LANES) / LANES);
+    for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
+        for (int s = 0; s < ns; s++) {
+            int t0 = s * LANES;
+            input_sliver(c, w->in, ch, w->org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                         v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, w->p.vstride,
+                         w->plans ? w->plans + (b0 + t0) / LANES : NULL);
+        }
+}
+
+/* Output block `blk` (slivers blk·block_slivers ..) of the batch at tile b0: the 36 GEMMs M = U·V and the
+ * output transform, in the calling thread's ubuf and m. */
+static void batch_block(const wino_run *w, int b0, int blk, const float *v, float *ubuf, float *m) {
+    const conv2d *c = w->c;
+    int nb = w->n - b0 < w->p.tiles ? w->n - b0 : w->p.tiles, ns = (nb + LANES - 1) / LANES, T = w->p.tiles;
+    int s0 = blk * w->p.block_slivers, s1 = s0 + w->p.block_slivers < w->ms ? s0 + w->p.block_slivers : w->ms;
+    int o0 = s0 * GEMM_MR, rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
+    for (int r = 0; r < 6; r++) {
+        const float *ur = w->u + 6 * r * w->pa + (size_t)o0 * c->cin; /* stored U: its slivers s0.. */
+        size_t us = w->pa;
+        if (w->p.ustride) { /* lean: rebuild U[6r .. 6r + 5] of the block from the taps */
+            if (gemm_isa_avx512()) transform_row_avx512(c, w->u, s0, s1, r, ubuf, w->p.ustride);
+            else transform_row(c, w->u, s0, s1, r, ubuf, w->p.ustride);
+            ur = ubuf, us = w->p.ustride;
+        }
+        for (int q = 0; q < 6; q++)
+            gemm_packed(rows, ns * LANES, c->cin, 1.f, ur + q * us, v + (size_t)(6 * r + q) * w->p.vstride, 0.f,
+                        m + (size_t)(6 * r + q) * w->p.mstride, T, NULL, 0);
+    }
+    for (int o = 0; o < rows; o++)
+        for (int s = 0; s < ns; s++) {
+            int t0 = s * LANES;
+            output_sliver(c, w->out, w->residual, o0 + o, w->org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+                          m + (size_t)o * T + t0, w->p.mstride, w->plans ? w->plans + (b0 + t0) / LANES : NULL);
+        }
+}
+
 /* See "One schedule, two sources of U" above. */
 void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const tensor *residual, float *scratch) {
     int threads = omp_get_max_threads(), n = count_tiles(c, out.h, out.w, NULL), ms = out_slivers(c);
-    wino_plan p = plan_conv(c, n, threads);
-    int *org = (int *)(scratch + p.per_thread * threads);
+    wino_run w = {c, u, in, out, residual, plan_conv(c, n, threads), NULL, NULL, n, ms, xi_stride(c)};
+    int *org = (int *)(scratch + w.p.per_thread * threads);
     count_tiles(c, out.h, out.w, org);
-    gather_plan *plans = gemm_isa_avx512() ? (gather_plan *)(((uintptr_t)(org + 2 * n) + 63) & ~(uintptr_t)63) : NULL;
-    int T = p.tiles, batches = (n + T - 1) / T;
-    size_t pa = xi_stride(c);
+    w.org = org;
+    w.plans = gemm_isa_avx512() ? (gather_plan *)(((uintptr_t)(org + 2 * n) + 63) & ~(uintptr_t)63) : NULL;
+    int T = w.p.tiles, batches = (n + T - 1) / T, nblocks = (ms + w.p.block_slivers - 1) / w.p.block_slivers;
+    int share = w.p.ustride && nblocks > 1 && threads > 1 && batches <= SHARED_BATCHES_MAX;
+    batch_share shared[SHARED_BATCHES_MAX];
+    for (int b = 0; share && b < batches; b++) band_init(&shared[b].blocks, 0, nblocks), atomic_init(&shared[b].ready, 0);
     work_bands wb; /* batches are runs of tiles in image-row order: each thread keeps to its band (bands.h) */
     bands_init(&wb, batches, threads);
 #pragma omp parallel
-    for (int bi; (bi = bands_next(&wb, omp_get_thread_num())) >= 0;) {
-        float *v = scratch + p.per_thread * omp_get_thread_num(), *ubuf = v + WT * p.vstride, *m = ubuf + 6 * p.ustride;
-        int b0 = bi * T, nb = n - b0 < T ? n - b0 : T, ns = (nb + LANES - 1) / LANES;
-        for (int s = 0; plans && s < ns; s++) /* by the thread that uses them, in the same parallel region */
-            plan_sliver(c, in, out, org + 2 * (b0 + s * LANES), nb - s * LANES < LANES ? nb - s * LANES : LANES,
-                        plans + (b0 + s * LANES) / LANES);
-        for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
-            for (int s = 0; s < ns; s++) {
-                int t0 = s * LANES;
-                input_sliver(c, in, ch, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                             v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, p.vstride,
-                             plans ? plans + (b0 + t0) / LANES : NULL);
+    {
+        float *v = scratch + w.p.per_thread * omp_get_thread_num(), *ubuf = v + WT * w.p.vstride, *m = ubuf + 6 * w.p.ustride;
+        for (int bi; (bi = bands_next(&wb, omp_get_thread_num())) >= 0;) {
+            batch_input(&w, bi * T, v);
+            if (!share) {
+                for (int blk = 0; blk < nblocks; blk++) batch_block(&w, bi * T, blk, v, ubuf, m);
+                continue;
             }
-        for (int s0 = 0; s0 < ms; s0 += p.block_slivers) {
-            int s1 = s0 + p.block_slivers < ms ? s0 + p.block_slivers : ms, o0 = s0 * GEMM_MR;
-            int rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
-            for (int r = 0; r < 6; r++) {
-                const float *ur = u + 6 * r * pa + (size_t)o0 * c->cin; /* stored U: its slivers s0.. */
-                size_t us = pa;
-                if (p.ustride) { /* lean: rebuild U[6r .. 6r + 5] of the block from the taps */
-                    if (gemm_isa_avx512()) transform_row_avx512(c, u, s0, s1, r, ubuf, p.ustride);
-                    else transform_row(c, u, s0, s1, r, ubuf, p.ustride);
-                    ur = ubuf, us = p.ustride;
-                }
-                for (int q = 0; q < 6; q++)
-                    gemm_packed(rows, ns * LANES, c->cin, 1.f, ur + q * us, v + (size_t)(6 * r + q) * p.vstride, 0.f,
-                                m + (size_t)(6 * r + q) * p.mstride, T, NULL, 0);
-            }
-            for (int o = 0; o < rows; o++)
-                for (int s = 0; s < ns; s++) {
-                    int t0 = s * LANES;
-                    output_sliver(c, out, residual, o0 + o, org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
-                                  m + (size_t)o * T + t0, p.mstride, plans ? plans + (b0 + t0) / LANES : NULL);
-                }
+            shared[bi].v = v;
+            atomic_store_explicit(&shared[bi].ready, 1, memory_order_release);
+            for (int blk; (blk = band_take(&shared[bi].blocks, 0)) >= 0;) batch_block(&w, bi * T, blk, v, ubuf, m);
+        }
+        /* Every batch is taken, so no owner overwrites its V again: help with the blocks left. */
+        for (int b = 0; share && b < batches; b++) {
+            if (!atomic_load_explicit(&shared[b].ready, memory_order_acquire)) continue;
+            for (int blk; (blk = band_take(&shared[b].blocks, 1)) >= 0;) batch_block(&w, b * T, blk, shared[b].v, ubuf, m);
         }
     }
 }
