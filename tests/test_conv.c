@@ -25,26 +25,34 @@ static tensor test_input(int c, int h, int w, unsigned seed) {
     return in;
 }
 
+/* A buffer for the output of conv c on input in. */
+static tensor test_output(const conv2d *c, tensor in) {
+    int oh, ow;
+    conv_out_size(c, in.h, in.w, &oh, &ow);
+    return (tensor){c->cout, oh, ow, malloc((size_t)c->cout * oh * ow * sizeof(float))};
+}
+
+/* max|ref − got| / (1 + max|ref|): the error on the layer's own scale. */
+static double scaled_error(tensor ref, const float *got) {
+    double max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < tensor_numel(ref); i++) {
+        max_ref = fmax(max_ref, fabs(ref.d[i]));
+        max_err = fmax(max_err, fabs(ref.d[i] - got[i]));
+    }
+    return max_err / (1.0 + max_ref);
+}
+
 /* conv_fast against conv_reference; returns max|error| / (1 + max|ref|), the layer's scale. */
 static double conv_error(int cin, int cout, int k, int stride, int pad, int dil, int h, int w, int relu,
                          int with_residual) {
     conv2d c = test_conv(cin, cout, k, stride, pad, dil, relu, 1);
     tensor in = test_input(cin, h, w, 3);
-    int oh, ow;
-    conv_out_size(&c, h, w, &oh, &ow);
-    tensor ref = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
-    tensor got = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
-    tensor res = {cout, oh, ow, malloc((size_t)cout * oh * ow * sizeof(float))};
+    tensor ref = test_output(&c, in), got = test_output(&c, in), res = test_output(&c, in);
     fill(res.d, tensor_numel(res), 4);
     float *scratch = malloc((conv_scratch_floats(&c, in) + 1) * sizeof(float));
     conv_reference(&c, in, ref, with_residual ? &res : NULL);
     conv_fast(&c, in, got, with_residual ? &res : NULL, scratch);
-    double max_ref = 0, max_err = 0;
-    for (size_t i = 0; i < tensor_numel(ref); i++) {
-        max_ref = fmax(max_ref, fabs(ref.d[i]));
-        max_err = fmax(max_err, fabs(ref.d[i] - got.d[i]));
-    }
-    double worst = max_err / (1.0 + max_ref);
+    double worst = scaled_error(ref, got.d);
     conv_free(&c);
     free(in.d), free(ref.d), free(got.d), free(res.d), free(scratch);
     return worst;
@@ -171,11 +179,8 @@ START_TEST(winograd_isa_identical) {
         const int *sh = shapes[i];
         conv2d c = test_conv(sh[0], sh[1], 3, 1, sh[5], sh[4], 1, 21);
         tensor in = test_input(c.cin, sh[2], sh[3], 23);
-        int oh, ow;
-        conv_out_size(&c, in.h, in.w, &oh, &ow);
-        size_t n = (size_t)c.cout * oh * ow;
-        tensor a = {c.cout, oh, ow, malloc(n * sizeof(float))}, b = a, res = a, ref = a;
-        b.d = malloc(n * sizeof(float)), res.d = malloc(n * sizeof(float)), ref.d = malloc(n * sizeof(float));
+        tensor a = test_output(&c, in), b = test_output(&c, in), res = test_output(&c, in), ref = test_output(&c, in);
+        size_t n = tensor_numel(a);
         fill(res.d, n, 24);
         float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float));
         conv_fast(&c, in, a, &res, scratch);
@@ -185,9 +190,8 @@ START_TEST(winograd_isa_identical) {
         ck_assert_msg(memcmp(a.d, b.d, n * sizeof(float)) == 0, "winograd avx512 and avx2 differ: cin %d %dx%d d %d pad %d",
                       c.cin, in.h, in.w, c.dil, c.pad);
         conv_reference(&c, in, ref, &res);
-        double max_ref = 0, max_err = 0;
-        for (size_t j = 0; j < n; j++) max_ref = fmax(max_ref, fabs(ref.d[j])), max_err = fmax(max_err, fabs(ref.d[j] - a.d[j]));
-        ck_assert_msg(max_err / (1 + max_ref) < 5e-5, "winograd %dx%d d %d: error %g", in.h, in.w, c.dil, max_err / (1 + max_ref));
+        double err = scaled_error(ref, a.d);
+        ck_assert_msg(err < 5e-5, "winograd %dx%d d %d: error %g", in.h, in.w, c.dil, err);
         conv_free(&c);
         free(in.d), free(a.d), free(b.d), free(res.d), free(ref.d), free(scratch);
     }
@@ -208,11 +212,8 @@ START_TEST(im2col_isa_identical) {
         const int *sh = shapes[i];
         conv2d c = test_conv(sh[0], sh[1], sh[2], sh[3], sh[7], sh[4], 1, 41);
         tensor in = test_input(c.cin, sh[5], sh[6], 43);
-        int oh, ow;
-        conv_out_size(&c, in.h, in.w, &oh, &ow);
-        size_t n = (size_t)c.cout * oh * ow;
-        tensor a = {c.cout, oh, ow, malloc(n * sizeof(float))}, b = a;
-        b.d = malloc(n * sizeof(float));
+        tensor a = test_output(&c, in), b = test_output(&c, in);
+        size_t n = tensor_numel(a);
         float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float));
         conv_fast(&c, in, a, NULL, scratch);
         gemm_force_isa(0);
@@ -227,10 +228,11 @@ START_TEST(im2col_isa_identical) {
 }
 END_TEST
 
-/* Threads take batches of tiles from bands and steal from each other, whole batches and, at the end of a
- * lean conv, output blocks of a batch (5 threads on 2 cores steal a dozen blocks or more per run here);
- * neither who runs a batch or a block nor how many threads there are may change a bit. Both sources of U (stored, and rebuilt per batch for weights
- * over 8 MiB), dilations 1, 2 and 4, sizes that leave partial batches and slivers. */
+/* Threads take batches of tiles from bands and steal from each other: whole batches and, at the end of a
+ * lean conv, output blocks of a batch (5 threads on 2 cores steal a dozen blocks or more per run here).
+ * Neither who runs a batch or a block nor how many threads there are may change a bit. Both sources of U
+ * (stored, and rebuilt per batch for weights over 8 MiB), dilations 1, 2 and 4, sizes that leave partial
+ * batches and slivers. */
 START_TEST(winograd_thread_count_identical) {
     static const int shapes[][6] = {/* cin, cout, h, w, dil, pad */
                                     {13, 19, 37, 53, 1, 1}, {24, 10, 29, 61, 2, 2}, {9, 17, 45, 60, 4, 4},
@@ -239,25 +241,21 @@ START_TEST(winograd_thread_count_identical) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i];
         conv2d c = test_conv(sh[0], sh[1], 3, 1, sh[5], sh[4], 1, 31);
-        tensor in = test_input(c.cin, sh[2], sh[3], 33);
-        int oh, ow;
-        conv_out_size(&c, in.h, in.w, &oh, &ow);
-        size_t n = (size_t)c.cout * oh * ow;
-        float *first = malloc(n * sizeof(float)), *now = malloc(n * sizeof(float));
+        tensor in = test_input(c.cin, sh[2], sh[3], 33), first = test_output(&c, in), now = test_output(&c, in);
+        size_t n = tensor_numel(first);
         static const int counts[] = {1, 2, 3, 5};
         for (int k = 0; k < 4; k++) {
             omp_set_num_threads(counts[k]);
-            tensor out = {c.cout, oh, ow, k ? now : first};
             float *scratch = malloc((conv_scratch_floats(&c, in) + 16) * sizeof(float));
-            conv_fast(&c, in, out, NULL, scratch);
+            conv_fast(&c, in, k ? now : first, NULL, scratch);
             free(scratch);
-            ck_assert_msg(k == 0 || memcmp(first, now, n * sizeof(float)) == 0,
+            ck_assert_msg(k == 0 || memcmp(first.d, now.d, n * sizeof(float)) == 0,
                           "winograd cin %d cout %d %dx%d d %d: %d threads differ from 1", c.cin, c.cout, in.h, in.w,
                           c.dil, counts[k]);
         }
         omp_set_num_threads(saved);
         conv_free(&c);
-        free(in.d), free(first), free(now);
+        free(in.d), free(first.d), free(now.d);
     }
 }
 END_TEST
