@@ -112,7 +112,7 @@ static int count_tiles(const conv2d *c, int oh, int ow, int *origins) {
 /* One schedule, two sources of U. Every thread takes whole batches of tiles from its band (bands.h) and
  * runs them start to end in its own buffers: input transform into V, the 36 GEMMs M = U·V, output
  * transform. No barrier inside the conv, and a thread reads its own V and the image rows of its band; only at
- * the end of a lean conv does a thread that is done take output blocks of a batch still running elsewhere,
+ * the end of a conv does a thread that is done take output blocks of a batch still running elsewhere,
  * reading that batch's V (batch_share).
  * Small weights (U under 8 MiB) keep U, transformed once at load. Big ones (the 256/512-channel stages)
  * keep only the taps g and rebuild U per batch, a block of output channels at a time into an L2-sized
@@ -584,15 +584,34 @@ typedef struct {
     size_t pa;
 } wino_run;
 
-/* A lean batch whose V its thread has transformed: once no whole batch is left, a thread that is done takes
- * output blocks of it from the back, reading that V (the owner takes them from the front). A core slowed by
- * a neighbour then no longer holds up the conv by up to a whole batch. */
+/* A batch whose V its thread has transformed, open to the others: once no whole batch is left, a thread
+ * that is done takes output blocks of it, reading that V. Lean batches are all shared (one per thread,
+ * each rebuilding U); with stored U only the last batches taken, one per thread, where a core slowed by a
+ * neighbour would otherwise hold up the conv by up to a whole batch. */
 typedef struct {
-    work_band blocks;     /* blocks of the batch not yet taken */
-    _Atomic int ready;    /* v and the batch's gather plans are complete */
+    work_band blocks;  /* blocks of the batch not yet taken */
+    _Atomic int ready; /* b0, v and the batch's gather plans are complete */
+    int b0;
     const float *v;
 } batch_share;
-#define SHARED_BATCHES_MAX 64 /* more lean batches than this (many threads, huge images): no block sharing */
+#define SHARED_BATCHES_MAX 64 /* more shared batches than this (many threads, huge images): no block sharing */
+#define SHARED_BLOCKS_MAX 96
+
+/* Blocks of a shared batch: sliver ranges start[i] .. start[i + 1] that shrink toward the end, each the
+ * slivers left over the thread count (at least 2, at most cap), so that the last ones, where a helper and
+ * the owner meet, are small. Their count, or 0 past SHARED_BLOCKS_MAX. */
+static int shared_blocks(int ms, int cap, int threads, int *start) {
+    int n = 0, s = 0;
+    while (s < ms) {
+        if (n == SHARED_BLOCKS_MAX) return 0;
+        int left = ms - s, size = (left + threads - 1) / threads;
+        size = size > cap ? cap : size < 2 ? 2 : size;
+        start[n++] = s;
+        s += size < left ? size : left;
+    }
+    start[n] = ms;
+    return n;
+}
 
 /* Input transform of the batch at tile b0 into v (and its gather plans, by the thread that uses them). */
 static void batch_input(const wino_run *w, int b0, float *v) {
@@ -610,12 +629,11 @@ static void batch_input(const wino_run *w, int b0, float *v) {
         }
 }
 
-/* Output block `blk` (slivers blk·block_slivers ..) of the batch at tile b0: the 36 GEMMs M = U·V and the
+/* Output slivers s0 .. s1 (at most block_slivers) of the batch at tile b0: the 36 GEMMs M = U·V and the
  * output transform, in the calling thread's ubuf and m. */
-static void batch_block(const wino_run *w, int b0, int blk, const float *v, float *ubuf, float *m) {
+static void batch_block(const wino_run *w, int b0, int s0, int s1, const float *v, float *ubuf, float *m) {
     const conv2d *c = w->c;
     int nb = w->n - b0 < w->p.tiles ? w->n - b0 : w->p.tiles, ns = (nb + LANES - 1) / LANES, T = w->p.tiles;
-    int s0 = blk * w->p.block_slivers, s1 = s0 + w->p.block_slivers < w->ms ? s0 + w->p.block_slivers : w->ms;
     int o0 = s0 * GEMM_MR, rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
     for (int r = 0; r < 6; r++) {
         const float *ur = w->u + 6 * r * w->pa + (size_t)o0 * c->cin; /* stored U: its slivers s0.. */
@@ -645,29 +663,39 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
     count_tiles(c, out.h, out.w, org);
     w.org = org;
     w.plans = gemm_isa_avx512() ? (gather_plan *)(((uintptr_t)(org + 2 * n) + 63) & ~(uintptr_t)63) : NULL;
-    int T = w.p.tiles, batches = (n + T - 1) / T, nblocks = (ms + w.p.block_slivers - 1) / w.p.block_slivers;
-    int share = w.p.ustride && nblocks > 1 && threads > 1 && batches <= SHARED_BATCHES_MAX;
+    int T = w.p.tiles, batches = (n + T - 1) / T, lean = w.p.ustride != 0, bs = w.p.block_slivers;
+    /* Batches taken before first_shared run alone, in blocks of block_slivers (one block with stored U). */
+    int first_shared = lean || batches < threads ? 0 : batches - threads, slots = batches - first_shared;
+    int block_start[SHARED_BLOCKS_MAX + 1], nshared = 0;
+    if (threads > 1 && slots <= SHARED_BATCHES_MAX) nshared = shared_blocks(ms, lean ? bs : ms, threads, block_start);
+    int share = nshared > 1;
     batch_share shared[SHARED_BATCHES_MAX];
-    for (int b = 0; share && b < batches; b++) band_init(&shared[b].blocks, 0, nblocks), atomic_init(&shared[b].ready, 0);
+    for (int k = 0; share && k < slots; k++) atomic_init(&shared[k].ready, 0);
+    _Atomic int taken = 0;
     work_bands wb; /* batches are runs of tiles in image-row order: each thread keeps to its band (bands.h) */
     bands_init(&wb, batches, threads);
 #pragma omp parallel
     {
         float *v = scratch + w.p.per_thread * omp_get_thread_num(), *ubuf = v + WT * w.p.vstride, *m = ubuf + 6 * w.p.ustride;
         for (int bi; (bi = bands_next(&wb, omp_get_thread_num())) >= 0;) {
+            int k = share ? atomic_fetch_add_explicit(&taken, 1, memory_order_relaxed) - first_shared : -1;
             batch_input(&w, bi * T, v);
-            if (!share) {
-                for (int blk = 0; blk < nblocks; blk++) batch_block(&w, bi * T, blk, v, ubuf, m);
+            if (k < 0) {
+                for (int s0 = 0; s0 < ms; s0 += bs) batch_block(&w, bi * T, s0, s0 + bs < ms ? s0 + bs : ms, v, ubuf, m);
                 continue;
             }
-            shared[bi].v = v;
-            atomic_store_explicit(&shared[bi].ready, 1, memory_order_release);
-            for (int blk; (blk = band_take(&shared[bi].blocks, 0)) >= 0;) batch_block(&w, bi * T, blk, v, ubuf, m);
+            band_init(&shared[k].blocks, 0, nshared);
+            shared[k].b0 = bi * T, shared[k].v = v;
+            atomic_store_explicit(&shared[k].ready, 1, memory_order_release);
+            for (int blk; (blk = band_take(&shared[k].blocks, 0)) >= 0;)
+                batch_block(&w, bi * T, block_start[blk], block_start[blk + 1], v, ubuf, m);
         }
-        /* Every batch is taken, so no owner overwrites its V again: help with the blocks left. */
-        for (int b = 0; share && b < batches; b++) {
-            if (!atomic_load_explicit(&shared[b].ready, memory_order_acquire)) continue;
-            for (int blk; (blk = band_take(&shared[b].blocks, 1)) >= 0;) batch_block(&w, b * T, blk, shared[b].v, ubuf, m);
+        /* Every batch is taken, so no owner overwrites its V again: help with the blocks left, in the same
+         * front-to-back order as the owner, so that a helper joining late gets the small ones. */
+        for (int k = 0; share && k < slots; k++) {
+            if (!atomic_load_explicit(&shared[k].ready, memory_order_acquire)) continue;
+            for (int blk; (blk = band_take(&shared[k].blocks, 0)) >= 0;)
+                batch_block(&w, shared[k].b0, block_start[blk], block_start[blk + 1], shared[k].v, ubuf, m);
         }
     }
 }
