@@ -229,7 +229,8 @@ START_TEST(im2col_isa_identical) {
 END_TEST
 
 /* Threads take batches of tiles from bands and steal from each other: whole batches and, at the end of a
- * lean conv, output blocks of a batch (5 threads on 2 cores steal a dozen blocks or more per run here).
+ * conv, output blocks of a batch still running (every lean batch; with stored U the last one per thread,
+ * here the shapes with 3 or more slivers; 5 threads on 2 cores steal a dozen blocks or more per run).
  * Neither who runs a batch or a block nor how many threads there are may change a bit. Both sources of U
  * (stored, and rebuilt per batch for weights over 8 MiB), dilations 1, 2 and 4, sizes that leave partial
  * batches and slivers. */
