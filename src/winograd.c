@@ -613,17 +613,21 @@ static int shared_blocks(int ms, int cap, int threads, int *start) {
     return n;
 }
 
+/* Tiles in the batch at tile b0 (the last batch may be short), and in its sliver starting t0 tiles in. */
+static int batch_size(const wino_run *w, int b0) { return w->n - b0 < w->p.tiles ? w->n - b0 : w->p.tiles; }
+static int sliver_size(int nb, int t0) { return nb - t0 < LANES ? nb - t0 : LANES; }
+
 /* Input transform of the batch at tile b0 into v (and its gather plans, by the thread that uses them). */
 static void batch_input(const wino_run *w, int b0, float *v) {
     const conv2d *c = w->c;
-    int nb = w->n - b0 < w->p.tiles ? w->n - b0 : w->p.tiles, ns = (nb + LANES - 1) / LANES;
+    int nb = batch_size(w, b0), ns = (nb + LANES - 1) / LANES;
     for (int s = 0; w->plans && s < ns; s++)
-        plan_sliver(c, w->in, w->out, w->org + 2 * (b0 + s * LANES), nb - s * LANES < LANES ? nb - s * LANES : LANES,
+        plan_sliver(c, w->in, w->out, w->org + 2 * (b0 + s * LANES), sliver_size(nb, s * LANES),
                     w->plans + (b0 + s * LANES) / LANES);
     for (int ch = 0; ch < c->cin; ch++) /* channel-major: one plane stays in L1 for all slivers */
         for (int s = 0; s < ns; s++) {
             int t0 = s * LANES;
-            input_sliver(c, w->in, ch, w->org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+            input_sliver(c, w->in, ch, w->org + 2 * (b0 + t0), sliver_size(nb, t0),
                          v + (size_t)s * LANES * c->cin + (size_t)ch * LANES, w->p.vstride,
                          w->plans ? w->plans + (b0 + t0) / LANES : NULL);
         }
@@ -633,7 +637,7 @@ static void batch_input(const wino_run *w, int b0, float *v) {
  * output transform, in the calling thread's ubuf and m. */
 static void batch_block(const wino_run *w, int b0, int s0, int s1, const float *v, float *ubuf, float *m) {
     const conv2d *c = w->c;
-    int nb = w->n - b0 < w->p.tiles ? w->n - b0 : w->p.tiles, ns = (nb + LANES - 1) / LANES, T = w->p.tiles;
+    int nb = batch_size(w, b0), ns = (nb + LANES - 1) / LANES, T = w->p.tiles;
     int o0 = s0 * GEMM_MR, rows = (s1 * GEMM_MR < c->cout ? s1 * GEMM_MR : c->cout) - o0;
     for (int r = 0; r < 6; r++) {
         const float *ur = w->u + 6 * r * w->pa + (size_t)o0 * c->cin; /* stored U: its slivers s0.. */
@@ -650,7 +654,7 @@ static void batch_block(const wino_run *w, int b0, int s0, int s1, const float *
     for (int o = 0; o < rows; o++)
         for (int s = 0; s < ns; s++) {
             int t0 = s * LANES;
-            output_sliver(c, w->out, w->residual, o0 + o, w->org + 2 * (b0 + t0), nb - t0 < LANES ? nb - t0 : LANES,
+            output_sliver(c, w->out, w->residual, o0 + o, w->org + 2 * (b0 + t0), sliver_size(nb, t0),
                           m + (size_t)o * T + t0, w->p.mstride, w->plans ? w->plans + (b0 + t0) / LANES : NULL);
         }
 }
