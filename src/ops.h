@@ -100,7 +100,10 @@ size_t gemm_panel_floats(int k);
 void gemm_panels(int m, int n, int k, float alpha, const float *ap, gemm_fill_b fill, const void *arg, float beta,
                  float *c, int ldc, const gemm_epilogue *e, float *work);
 
+/* 3×3 max pooling, stride 2, padding 1 (ResNetV1c's stem): the plain loop and the row-vectorised one. */
 tensor maxpool3x3s2(run_ctx *ctx, tensor in);
+void maxpool3x3s2_reference(tensor in, tensor out);
+void maxpool3x3s2_fast(tensor in, tensor out);
 tensor concat_channels(run_ctx *ctx, tensor a, tensor b);
 void copy_planes(float *dst, const float *src, int channels, size_t plane);
 /* PyTorch adaptive average pooling of every channel to s×s (bins may overlap). */

@@ -277,6 +277,22 @@ START_TEST(resize_matches_pytorch_rule) {
 }
 END_TEST
 
+START_TEST(maxpool_fast_matches_reference) {
+    /* Odd and even sizes, 1-pixel edges, and rows wider than one chunk of the fast path (256 outputs). */
+    const int sizes[][3] = {{3, 1, 1}, {2, 1, 7}, {5, 7, 1}, {3, 9, 12}, {4, 10, 11}, {7, 33, 65}, {2, 5, 1031}, {3, 6, 512}};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        tensor in = test_input(sizes[k][0], sizes[k][1], sizes[k][2], 11 + (unsigned)k);
+        int oh = (in.h - 1) / 2 + 1, ow = (in.w - 1) / 2 + 1;
+        tensor ref = {in.c, oh, ow, malloc((size_t)in.c * oh * ow * sizeof(float))};
+        tensor got = {in.c, oh, ow, malloc((size_t)in.c * oh * ow * sizeof(float))};
+        maxpool3x3s2_reference(in, ref);
+        maxpool3x3s2_fast(in, got);
+        ck_assert_msg(memcmp(ref.d, got.d, tensor_numel(ref) * sizeof(float)) == 0, "maxpool %dx%dx%d differs", in.c, in.h, in.w);
+        free(in.d), free(ref.d), free(got.d);
+    }
+}
+END_TEST
+
 START_TEST(adaptive_pool_overlapping_bins) {
     /* 5 → 3: bins [0,2) [1,4) [3,5), as PyTorch. */
     float src[5] = {1, 2, 3, 4, 5}, dst[9];
@@ -302,6 +318,7 @@ Suite *conv_suite(void) {
     tcase_add_test(t, im2col_isa_identical);
     tcase_add_test(t, resize_matches_pytorch_rule);
     tcase_add_test(t, adaptive_pool_overlapping_bins);
+    tcase_add_test(t, maxpool_fast_matches_reference);
     suite_add_tcase(s, t);
     return s;
 }
