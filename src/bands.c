@@ -22,6 +22,12 @@ int band_take(work_band *b, int from_back) {
     }
 }
 
+int band_front(work_band *b) {
+    uint64_t s = atomic_load_explicit(&b->span, memory_order_relaxed);
+    uint32_t front = (uint32_t)(s >> 32), back = (uint32_t)s;
+    return front < back ? (int)front : -1;
+}
+
 int bands_next(work_bands *w, int t) {
     int item = band_take(&w->band[t % w->n_bands], 0);
     while (item < 0) {

@@ -28,5 +28,7 @@ int bands_next(work_bands *w, int t);
 /* One band on its own: items [front, back); take one from the front or the back, -1 once it is empty. */
 void band_init(work_band *b, int front, int back);
 int band_take(work_band *b, int from_back);
+/* The item band_take(b, 0) would return now (another thread may take it first), or -1 once it is empty. */
+int band_front(work_band *b);
 
 #endif

@@ -596,6 +596,12 @@ typedef struct {
 } batch_share;
 #define SHARED_BATCHES_MAX 64 /* more shared batches than this (many threads, huge images): no block sharing */
 #define SHARED_BLOCKS_MAX 96
+/* A helper joins a batch only while this many output slivers of it are untaken: joining pulls the owner's
+ * whole V across caches and writes rows of the owner's band, which the next layer's owner then pulls back.
+ * For the last few small blocks that cost more than it saved (helping with a 2-sliver block of R18's
+ * 64-channel convs took 0.37 ms where the owner needed 0.1); with 8 R18 ran 1-3 % and R101 1.5 % faster on 2
+ * threads (sum of per-layer minima). */
+#define HELP_MIN_SLIVERS 8
 
 /* Blocks of a shared batch: sliver ranges start[i] .. start[i + 1] that shrink toward the end, each the
  * slivers left over the thread count (at least 2, at most cap), so that the last ones, where a helper and
@@ -695,9 +701,12 @@ void winograd_conv(const conv2d *c, const float *u, tensor in, tensor out, const
                 batch_block(&w, bi * T, block_start[blk], block_start[blk + 1], v, ubuf, m);
         }
         /* Every batch is taken, so no owner overwrites its V again: help with the blocks left, in the same
-         * front-to-back order as the owner, so that a helper joining late gets the small ones. */
+         * front-to-back order as the owner, so that a helper joining late gets the small ones, unless so
+         * little is left that the owner is better off alone (HELP_MIN_SLIVERS). */
         for (int k = 0; share && k < slots; k++) {
             if (!atomic_load_explicit(&shared[k].ready, memory_order_acquire)) continue;
+            int next = band_front(&shared[k].blocks);
+            if (next < 0 || ms - block_start[next] < HELP_MIN_SLIVERS) continue;
             for (int blk; (blk = band_take(&shared[k].blocks, 0)) >= 0;)
                 batch_block(&w, shared[k].b0, block_start[blk], block_start[blk + 1], shared[k].v, ubuf, m);
         }

@@ -34,10 +34,29 @@ START_TEST(every_item_once) {
 }
 END_TEST
 
+/* band_front names the item the next front take returns, whichever end the earlier takes came from. */
+START_TEST(front_is_next_front_take) {
+    work_band b;
+    band_init(&b, 3, 9);
+    ck_assert_int_eq(band_front(&b), 3);
+    ck_assert_int_eq(band_take(&b, 1), 8);
+    ck_assert_int_eq(band_front(&b), 3);
+    for (int want = 3; want < 8; want++) {
+        ck_assert_int_eq(band_front(&b), want);
+        ck_assert_int_eq(band_take(&b, 0), want);
+    }
+    ck_assert_int_eq(band_front(&b), -1);
+    ck_assert_int_eq(band_take(&b, 0), -1);
+    band_init(&b, 4, 4);
+    ck_assert_int_eq(band_front(&b), -1);
+}
+END_TEST
+
 Suite *bands_suite(void) {
     Suite *s = suite_create("bands");
     TCase *t = tcase_create("items");
     tcase_add_loop_test(t, every_item_once, 0, (int)(sizeof CASES / sizeof CASES[0]));
+    tcase_add_test(t, front_is_next_front_take);
     suite_add_tcase(s, t);
     return s;
 }
