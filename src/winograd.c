@@ -132,10 +132,13 @@ static int lean_schedule(const conv2d *c) { return (size_t)WT * c->cin * c->cout
 
 /* Tiles per batch: within the budget, in equal batches, a multiple of the thread count (else one thread
  * does a whole batch more than the other at the end: 7 batches on 2 threads left the 32->64 stem conv at
- * 1.4x from 1 to 2 threads). With stored U at least two batches per thread, so that a thread held up
- * elsewhere does not hold up the conv; lean batches rebuild U each, so one per thread where it fits. */
+ * 1.4x from 1 to 2 threads). With stored U at least four batches per thread when there are several, so
+ * that a thread on a slower core (the two vCPUs measured here differ by up to 25 %, and not always the same
+ * one) can hand a quarter of its share to the other by whole batches; with two, R18's 64-channel convs
+ * kept one core idle for a quarter of the conv (four made them 11-17 % faster on 2 threads). One thread
+ * keeps two. Lean batches rebuild U each, so one per thread where it fits. */
 static int batch_tiles(const conv2d *c, int ntiles, int threads) {
-    int lean = lean_schedule(c), per_thread = lean ? 1 : 2;
+    int lean = lean_schedule(c), per_thread = lean ? 1 : threads > 1 ? 4 : 2;
     size_t per_tile = (size_t)WT * (lean ? c->cin : c->cin + c->cout) * sizeof(float);
     int t = (int)((lean ? LEAN_V_BYTES * 2 / (threads > 2 ? threads : 2) : BATCH_BYTES) / per_tile) / LANES * LANES;
     int share = (ntiles + per_thread * threads - 1) / (per_thread * threads);
