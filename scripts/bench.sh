@@ -6,12 +6,12 @@
 #
 #   --quick        R18 row only, 2 runs, 5 s of scaling runs
 #   --heads LIST   comma-separated heads (default: fcn,ann,ccnet,isanet,eanet,nonlocal)
-#   --runs N       timed runs per engine after one warm-up (default 3); the median is reported
+#   --runs N       timed runs per engine after one warm-up (default 5); median and minimum are reported
 #   --threads N    threads for every engine (default 2)
 #   --rows LIST    r18 (CamVid R18-d8, 128-ch heads, 360x480) and/or r101 (R101-d8, mmseg's 512-ch heads,
 #                  512x1024); default both
 #   --scaling-time S  seconds of alternating 1-thread / N-thread segattn runs behind the thread-scaling
-#                  column (default 20; at least --runs pairs)
+#                  column (default 40; at least --runs pairs)
 #   --out FILE     also write the report (markdown) to FILE
 #
 # Every engine runs random weights of the same architecture: segattn with `bench --random-weights`, the
@@ -27,10 +27,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 HEADS=fcn,ann,ccnet,isanet,eanet,nonlocal
-RUNS=3
+RUNS=5
 THREADS=2
 ROWS=r18,r101
-SCALING_TIME=20
+SCALING_TIME=40
 OUT=
 QUICK=0
 while [ $# -gt 0 ]; do
