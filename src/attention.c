@@ -221,25 +221,19 @@ static tensor pool_keys(run_ctx *ctx, const attention_block *a, tensor x) {
 
 static void attend_groups(run_ctx *ctx, const token_groups *g, tensor q, tensor k, tensor v, float scale, tensor out) {
     int threads = omp_get_max_threads(), n = g->size, d = q.c, cv = v.c;
-    size_t per_thread = PAD16((size_t)(2 * d + 2 * cv) * n) + attend_scratch_floats(d, n, n, cv);
+    size_t per_thread = attend_scratch_floats(d, n, n, cv);
     float *scratch = ctx_scratch(ctx, per_thread * (size_t)threads);
     if (!ctx->dry && !ctx->ar.failed) {
-        size_t plane = tensor_plane(q);
+        int plane = (int)tensor_plane(q);
         /* Static: each thread takes one run of groups (for the local relation, one band of the image), and the
          * groups are too small for a shared counter between cores on separate caches (dynamic measured 2.0
-         * against 1.5 ms per relation on R18's 2 threads). */
+         * against 1.5 ms per relation on R18's 2 threads). A group is a run of columns: attend reads it in
+         * place, rows `plane` apart. */
 #pragma omp parallel for schedule(static)
         for (int gi = 0; gi < g->n_groups; gi++) {
-            float *qg = scratch + per_thread * (size_t)omp_get_thread_num(), *kg = qg + (size_t)d * n,
-                  *vg = kg + (size_t)d * n, *og = vg + (size_t)cv * n, *s = qg + PAD16((size_t)(2 * d + 2 * cv) * n);
-            const int *idx = g->index + (size_t)gi * n;
-            for (int c = 0; c < d; c++)
-                for (int t = 0; t < n; t++) qg[c * n + t] = q.d[c * plane + idx[t]], kg[c * n + t] = k.d[c * plane + idx[t]];
-            for (int c = 0; c < cv; c++)
-                for (int t = 0; t < n; t++) vg[c * n + t] = v.d[c * plane + idx[t]];
-            attend(d, n, n, cv, qg, n, kg, n, vg, n, scale, og, n, s);
-            for (int c = 0; c < cv; c++)
-                for (int t = 0; t < n; t++) out.d[c * plane + idx[t]] = og[c * n + t];
+            size_t at = (size_t)gi * n;
+            attend(d, n, n, cv, q.d + at, plane, k.d + at, plane, v.d + at, plane, scale, out.d + at, plane,
+                   scratch + per_thread * (size_t)omp_get_thread_num());
         }
     }
     ctx_release_ptr(ctx, scratch);

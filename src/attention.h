@@ -19,10 +19,10 @@ typedef struct {
     int key_pool[MAX_SCALES];
 } attention_block;
 
-/* Tokens that attend only among themselves (ISSA): group g holds positions index[g·size .. g·size+size). */
+/* Tokens that attend only among themselves (ISSA), already in group order: group g is positions
+ * g·size .. g·size+size−1 of the map (the caller permutes; 1×1 projections do not mind the order). */
 typedef struct {
     int n_groups, size;
-    const int *index;
 } token_groups;
 
 /* Loads a projection: one conv is "<prefix>", several are "<prefix>.<i>". With `norm` each is a
@@ -32,7 +32,7 @@ int attention_load_projection(weight_store *ws, conv2d *convs, int n, const char
 void attention_free(attention_block *a);
 
 /* ctx = attention(query_feats → key_feats), then out projection (+ residual, when given). With groups, the
- * maps must be the same and every position must belong to exactly one group. */
+ * maps must be the same and hold n_groups·size positions. */
 tensor attention_forward(run_ctx *ctx, const attention_block *a, tensor query_feats, tensor key_feats,
                          const tensor *residual, const token_groups *groups);
 

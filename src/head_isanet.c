@@ -65,38 +65,60 @@ static void make_groups(int gh, int gw, int lh, int lw, int local, int *index) {
                 }
 }
 
-/* The ISA module alone: pad to whole groups, global relation, local relation, crop (a new tensor). */
+/* dst[c][j] = src[c][from[j]], 0 where from[j] < 0: one pass per channel plane, which stays in cache. */
+static void permute_positions(run_ctx *ctx, tensor src, const int *from, tensor dst) {
+    int id = ctx_log(ctx, "isanet.permute", src, dst, 0, 0);
+    double t0 = wall_seconds();
+    if (ctx->dry || ctx->ar.failed) return;
+    size_t n = tensor_plane(dst), sp = tensor_plane(src);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < dst.c; c++) {
+        const float *s = src.d + (size_t)c * sp;
+        float *d = dst.d + (size_t)c * n;
+        for (size_t j = 0; j < n; j++) d[j] = from[j] >= 0 ? s[from[j]] : 0.f;
+    }
+    ctx_log_time(ctx, id, t0);
+}
+
+/* The ISA module alone: pad to whole groups, global relation, local relation, crop (a new tensor). Each
+ * relation runs on the map permuted into its group order, so that a group is a run of columns: three
+ * per-channel permutations (pad and order, global to local order, order back and crop) instead of
+ * gathering q, k, v and scattering the context per group, whose reads at stride lw missed cache. */
 tensor isanet_context(run_ctx *ctx, const void *p, tensor x) {
     const isanet_head *h = p;
     int gh = (x.h + h->lh - 1) / h->lh, gw = (x.w + h->lw - 1) / h->lw, hp = gh * h->lh, wp = gw * h->lw;
-    int top = (hp - x.h) / 2, left = (wp - x.w) / 2;
-    tensor padded = ctx_tensor(ctx, x.c, hp, wp);
-    int *index = (int *)ctx_scratch(ctx, 2 * (size_t)hp * wp);
+    int top = (hp - x.h) / 2, left = (wp - x.w) / 2, n = hp * wp;
+    int *from_x = (int *)ctx_scratch(ctx, 4 * (size_t)n + (size_t)x.h * x.w);
+    int *from_global = from_x + n, *from_local = from_global + n, *where = from_local + (size_t)x.h * x.w;
+    tensor ordered = ctx_tensor(ctx, x.c, hp, wp);
     if (!ctx->dry && !ctx->ar.failed) {
-#pragma omp parallel for schedule(static)
-        for (int c = 0; c < x.c; c++) {
-            memset(padded.d + (size_t)c * hp * wp, 0, (size_t)hp * wp * sizeof(float));
-            for (int y = 0; y < x.h; y++)
-                memcpy(padded.d + ((size_t)c * hp + y + top) * wp + left, x.d + ((size_t)c * x.h + y) * x.w,
-                       (size_t)x.w * sizeof(float));
+        int *global = where + n; /* padded position of each token, global order, then local order */
+        make_groups(gh, gw, h->lh, h->lw, 0, global);
+        for (int j = 0; j < n; j++) {
+            int y = global[j] / wp - top, xx = global[j] % wp - left;
+            from_x[j] = y >= 0 && y < x.h && xx >= 0 && xx < x.w ? y * x.w + xx : -1;
+            where[global[j]] = j;
         }
-        make_groups(gh, gw, h->lh, h->lw, 0, index);
-        make_groups(gh, gw, h->lh, h->lw, 1, index + (size_t)hp * wp);
+        int *local = global;
+        make_groups(gh, gw, h->lh, h->lw, 1, local);
+        for (int j = 0; j < n; j++) from_global[j] = where[local[j]];
+        for (int j = 0; j < n; j++) where[local[j]] = j;
+        for (int y = 0; y < x.h; y++)
+            for (int xx = 0; xx < x.w; xx++) from_local[y * x.w + xx] = where[(y + top) * wp + xx + left];
     }
-    token_groups global = {h->lh * h->lw, gh * gw, index}, local = {gh * gw, h->lh * h->lw, index + (size_t)hp * wp};
-    tensor g = attention_forward(ctx, &h->relation[0], padded, padded, NULL, &global);
-    ctx_release(ctx, padded);
-    tensor l = attention_forward(ctx, &h->relation[1], g, g, NULL, &local);
+    permute_positions(ctx, x, from_x, ordered);
+    token_groups global = {h->lh * h->lw, gh * gw}, local = {gh * gw, h->lh * h->lw};
+    tensor g = attention_forward(ctx, &h->relation[0], ordered, ordered, NULL, &global);
+    ctx_release(ctx, ordered);
+    tensor reordered = ctx_tensor(ctx, x.c, hp, wp);
+    permute_positions(ctx, g, from_global, reordered);
     ctx_release(ctx, g);
-    ctx_release_ptr(ctx, index);
+    tensor l = attention_forward(ctx, &h->relation[1], reordered, reordered, NULL, &local);
+    ctx_release(ctx, reordered);
     tensor cropped = ctx_tensor(ctx, x.c, x.h, x.w);
-    if (!ctx->dry && !ctx->ar.failed)
-#pragma omp parallel for schedule(static)
-        for (int c = 0; c < x.c; c++)
-            for (int y = 0; y < x.h; y++)
-                memcpy(cropped.d + ((size_t)c * x.h + y) * x.w, l.d + ((size_t)c * hp + y + top) * wp + left,
-                       (size_t)x.w * sizeof(float));
+    permute_positions(ctx, l, from_local, cropped);
     ctx_release(ctx, l);
+    ctx_release_ptr(ctx, from_x);
     return cropped;
 }
 
