@@ -3,7 +3,6 @@
  * strided sub-grid), then a local relation inside each contiguous group, then the crop back (SPEC §8). */
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "attention.h"
 #include "module_bench.h"
@@ -92,17 +91,16 @@ tensor isanet_context(run_ctx *ctx, const void *p, tensor x) {
     int *from_global = from_x + n, *from_local = from_global + n, *where = from_local + (size_t)x.h * x.w;
     tensor ordered = ctx_tensor(ctx, x.c, hp, wp);
     if (!ctx->dry && !ctx->ar.failed) {
-        int *global = where + n; /* padded position of each token, global order, then local order */
-        make_groups(gh, gw, h->lh, h->lw, 0, global);
+        int *order = where + n; /* padded position of each token: in global order, then in local order */
+        make_groups(gh, gw, h->lh, h->lw, 0, order);
         for (int j = 0; j < n; j++) {
-            int y = global[j] / wp - top, xx = global[j] % wp - left;
+            int y = order[j] / wp - top, xx = order[j] % wp - left;
             from_x[j] = y >= 0 && y < x.h && xx >= 0 && xx < x.w ? y * x.w + xx : -1;
-            where[global[j]] = j;
+            where[order[j]] = j;
         }
-        int *local = global;
-        make_groups(gh, gw, h->lh, h->lw, 1, local);
-        for (int j = 0; j < n; j++) from_global[j] = where[local[j]];
-        for (int j = 0; j < n; j++) where[local[j]] = j;
+        make_groups(gh, gw, h->lh, h->lw, 1, order);
+        for (int j = 0; j < n; j++) from_global[j] = where[order[j]];
+        for (int j = 0; j < n; j++) where[order[j]] = j;
         for (int y = 0; y < x.h; y++)
             for (int xx = 0; xx < x.w; xx++) from_local[y * x.w + xx] = where[(y + top) * wp + xx + left];
     }
