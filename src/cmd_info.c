@@ -1,5 +1,6 @@
 /* segattn info and segattn bench: what a model is made of, and how fast it runs. */
 #include <getopt.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static const char *INFO_HELP =
     "  -h, --help            this help\n";
 
 static const char *BENCH_HELP =
-    "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [--min-time S] [-t THREADS] [--profile | --scaling]\n"
+    "usage: segattn bench [-c MODEL.json] [--size HxW] [-r RUNS] [--min-time S] [-t THREADS] [--profile] [--scaling]\n"
     "                     [--random-weights]\n"
     "       segattn bench --module NAME | --all [--input 1xCxHxW] [-r RUNS] [-t THREADS] [--profile] [--json]\n"
     "\n"
@@ -55,7 +56,8 @@ static const char *BENCH_HELP =
     "      --profile         one line per layer: time, shape in -> out, GFLOP/s\n"
     "      --scaling         also time every run on 1 thread, alternating with the -t runs (so that both see\n"
     "                        the same load on a shared machine), and report the speed-up: min over min, and\n"
-    "                        the median of the speed-ups of the pairs\n"
+    "                        the median of the speed-ups of the pairs; with --profile, each layer's fastest\n"
+    "                        run on either thread count and their ratio\n"
     "      --random-weights  random weights instead of weight files\n"
     "      --json            one JSON line instead of the table\n"
     "  -h, --help            this help\n";
@@ -162,8 +164,8 @@ static int parse_model_opts(int argc, char **argv, model_opts *o, const char *he
         fprintf(stderr, "segattn: error: --min-time times whole predictions only (not with --module, --all)\n");
         return SA_EXIT_USAGE;
     }
-    if (o->scaling && (o->profile || o->module || o->all)) {
-        fprintf(stderr, "segattn: error: --scaling times whole predictions only (not with --profile, --module, --all)\n");
+    if (o->scaling && (o->module || o->all)) {
+        fprintf(stderr, "segattn: error: --scaling times whole predictions only (not with --module, --all)\n");
         return SA_EXIT_USAGE;
     }
     if (!o->module && !o->all && o->runs == 0) {
@@ -320,6 +322,13 @@ static double timed_predict(sa_model *m, const sa_image *img, int threads) {
     return t;
 }
 
+/* Each layer's time in the run just made, if faster than fastest[i] so far; then a clean log for the next. */
+static void keep_fastest(sa_model *m, double *fastest, int layers) {
+    for (int i = 0; i < layers && i < m->ctx.n_log; i++)
+        if (m->ctx.log[i].seconds < fastest[i]) fastest[i] = m->ctx.log[i].seconds;
+    for (int i = 0; i < m->ctx.n_log; i++) m->ctx.log[i].seconds = 0;
+}
+
 /* Whole predictions of a model (bench without --module / --all). */
 int cmd_bench(int argc, char **argv) {
     model_opts o;
@@ -343,11 +352,18 @@ int cmd_bench(int argc, char **argv) {
     if (w >= 0 && o.scaling) w = timed_predict(m, &img, 1);
     if (w < 0) return (int)-w;
     for (int i = 0; i < m->ctx.n_log; i++) m->ctx.log[i].seconds = 0;
+    /* --scaling --profile: each layer's fastest run on -t threads ([0]) and on 1 ([1]). Every switch of
+     * thread count replans and so restarts the log, which then holds that one run. */
+    int layers = o.profile && o.scaling ? m->ctx.n_log : 0;
+    double *fastest = layers ? malloc(2 * (size_t)layers * sizeof *fastest) : NULL;
+    for (int i = 0; i < 2 * layers; i++) fastest[i] = INFINITY;
     for (; runs < cap && (runs < o.runs || spent < o.min_time); runs++) {
         if ((t[runs] = timed_predict(m, &img, threads)) < 0) return (int)-t[runs];
+        keep_fastest(m, fastest, layers);
         spent += t[runs];
         if (!o.scaling) continue;
         if ((t1[runs] = timed_predict(m, &img, 1)) < 0) return (int)-t1[runs];
+        keep_fastest(m, fastest + layers, layers);
         spent += t1[runs];
         pair[runs] = t1[runs] / t[runs];
     }
@@ -374,7 +390,21 @@ int cmd_bench(int argc, char **argv) {
                    "%.2fx median of the pairs\n",
                    t1[0], t1[runs / 2], t1[runs - 1], threads, t1[0] / t[0], pair[runs / 2]);
     }
-    if (o.profile) {
+    if (layers) {
+        printf("\n%-48s %10s %10s %8s %-16s %-16s\n", "layer (fastest run of each)", "ms 1 thr", "ms -t", "speed-up",
+               "input", "output");
+        double sum1 = 0, sumt = 0;
+        for (int i = 0; i < layers; i++) {
+            const layer_record *r = &m->ctx.log[i];
+            char in[32], out[32];
+            double ft = fastest[i], f1 = fastest[layers + i];
+            sumt += ft, sum1 += f1;
+            snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
+            snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+            printf("%-48s %10.3f %10.3f %7.2fx %-16s %-16s\n", r->name, 1e3 * f1, 1e3 * ft, ft > 0 ? f1 / ft : 0, in, out);
+        }
+        printf("%-48s %10.3f %10.3f %7.2fx\n", "sum over layers", 1e3 * sum1, 1e3 * sumt, sumt > 0 ? sum1 / sumt : 0);
+    } else if (o.profile) {
         printf("\n%-48s %10s %-16s %-16s %9s\n", "layer", "ms/run", "input", "output", "GFLOP/s");
         for (int i = 0; i < m->ctx.n_log; i++) {
             const layer_record *r = &m->ctx.log[i];
@@ -385,7 +415,7 @@ int cmd_bench(int argc, char **argv) {
             printf("%-48s %10.3f %-16s %-16s %9.1f\n", r->name, 1e3 * s, in, out, s > 0 ? 2 * r->macs / s / 1e9 : 0);
         }
     }
-    free(t), free(img.rgb);
+    free(t), free(fastest), free(img.rgb);
     sa_model_free(m);
     return 0;
 }

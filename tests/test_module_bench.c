@@ -103,9 +103,26 @@ START_TEST(bench_scaling_reports_both_thread_counts) {
     const char *one = strstr(line, "\"one_thread\"");
     double min2 = json_number(line, "min_s"), min1 = json_number(one, "min_s"), ratio = json_number(line, "scaling");
     ck_assert_msg(min2 > 0 && min1 > 0 && fabs(ratio * min2 - min1) <= 5e-5 * (1 + ratio) + 1e-6 /* both printed to 0.1 ms */, "%s", line);
-    snprintf(cmd, sizeof cmd, "%s bench --random-weights --scaling --profile -r 1 -c tests/data/tiny_r101_isanet/model.json 2>/dev/null",
+    /* With --profile: every layer's fastest run on each thread count, and their sums. */
+    snprintf(cmd, sizeof cmd, "%s bench --random-weights --scaling --profile -r 2 -t 2 --size 37x45 -c tests/data/tiny_r101_isanet/model.json",
              segattn_bin());
-    ck_assert_int_eq(run_status(cmd), 2); /* per-layer times would mix the two thread counts */
+    FILE *p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    int layers = 0, sums = 0;
+    while (fgets(line, sizeof line, p)) {
+        double ms1, ms2, speedup;
+        char name[128];
+        if (sscanf(line, "%127s %lf %lf %lfx", name, &ms1, &ms2, &speedup) == 4 &&
+            (strncmp(name, "backbone.", 9) == 0 || strncmp(name, "decode_head.", 12) == 0)) {
+            /* both printed to a microsecond: the ratio is checked where that rounding is small */
+            ck_assert_msg(ms1 > 0 && ms2 > 0 && (ms2 < 0.1 || fabs(speedup - ms1 / ms2) < 0.02 * speedup), "%s", line);
+            layers++;
+        }
+        if (sscanf(line, "sum over layers %lf %lf %lfx", &ms1, &ms2, &speedup) == 3)
+            sums++, ck_assert_msg(ms1 > 0 && ms2 > 0 && fabs(speedup - ms1 / ms2) < 0.01 * speedup, "%s", line);
+    }
+    ck_assert_int_eq(pclose(p), 0);
+    ck_assert_msg(layers >= 10 && sums == 1, "%d layer lines, %d sums", layers, sums);
 }
 END_TEST
 
