@@ -17,6 +17,12 @@ static int parse_size(const char *s, int *h, int *w) {
     return sscanf(s, "%dx%d%c", h, w, &tail) == 2 && *h >= 1 && *w >= 1 && *h <= 16384 && *w <= 16384;
 }
 
+/* A layer's input and output shapes as "CxHxW", for the per-layer tables. */
+static void layer_shapes(const layer_record *r, char in[32], char out[32]) {
+    snprintf(in, 32, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
+    snprintf(out, 32, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+}
+
 static const char *INFO_HELP =
     "usage: segattn info [-c MODEL.json] [-w FILE]... [--size HxW] [--random-weights]\n"
     "\n"
@@ -213,8 +219,7 @@ int cmd_info(int argc, char **argv) {
     for (int i = 0; i < m->ctx.n_log; i++) {
         const layer_record *r = &m->ctx.log[i];
         char in[32], out[32], p[16], mac[16];
-        snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
-        snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+        layer_shapes(r, in, out);
         human(r->params, p, sizeof p), human(r->macs, mac, sizeof mac);
         printf("%-48s %-16s %-16s %10s %10s\n", r->name, in, out, p, mac);
         params += r->params;
@@ -294,8 +299,7 @@ static int bench_modules(model_opts *o) {
             for (int l = 0; l < st.n_log; l++) {
                 const layer_record *r = &st.log[l];
                 char in[32], out[32], p[16], mac[16];
-                snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
-                snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+                layer_shapes(r, in, out);
                 human(r->params, p, sizeof p), human(r->macs, mac, sizeof mac);
                 printf("  %-44s %-16s %-16s %10s %10s %10.2f\n", r->name, in, out, p, mac, 1e3 * r->seconds);
             }
@@ -356,6 +360,7 @@ int cmd_bench(int argc, char **argv) {
      * thread count replans and so restarts the log, which then holds that one run. */
     int layers = o.profile && o.scaling ? m->ctx.n_log : 0;
     double *fastest = layers ? malloc(2 * (size_t)layers * sizeof *fastest) : NULL;
+    if (layers && !fastest) { fprintf(stderr, "segattn: error: out of memory\n"); return SA_EXIT_INTERNAL; }
     for (int i = 0; i < 2 * layers; i++) fastest[i] = INFINITY;
     for (; runs < cap && (runs < o.runs || spent < o.min_time); runs++) {
         if ((t[runs] = timed_predict(m, &img, threads)) < 0) return (int)-t[runs];
@@ -399,8 +404,7 @@ int cmd_bench(int argc, char **argv) {
             char in[32], out[32];
             double ft = fastest[i], f1 = fastest[layers + i];
             sumt += ft, sum1 += f1;
-            snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
-            snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+            layer_shapes(r, in, out);
             printf("%-48s %10.3f %10.3f %7.2fx %-16s %-16s\n", r->name, 1e3 * f1, 1e3 * ft, ft > 0 ? f1 / ft : 0, in, out);
         }
         printf("%-48s %10.3f %10.3f %7.2fx\n", "sum over layers", 1e3 * sum1, 1e3 * sumt, sumt > 0 ? sum1 / sumt : 0);
@@ -410,8 +414,7 @@ int cmd_bench(int argc, char **argv) {
             const layer_record *r = &m->ctx.log[i];
             char in[32], out[32];
             double s = r->seconds / runs;
-            snprintf(in, sizeof in, "%dx%dx%d", r->in_c, r->in_h, r->in_w);
-            snprintf(out, sizeof out, "%dx%dx%d", r->out_c, r->out_h, r->out_w);
+            layer_shapes(r, in, out);
             printf("%-48s %10.3f %-16s %-16s %9.1f\n", r->name, 1e3 * s, in, out, s > 0 ? 2 * r->macs / s / 1e9 : 0);
         }
     }
