@@ -326,8 +326,10 @@ static double timed_predict(sa_model *m, const sa_image *img, int threads) {
     return t;
 }
 
-/* Each layer's time in the run just made, if faster than fastest[i] so far; then a clean log for the next. */
+/* Each layer's time in the run just made, if faster than fastest[i] so far; then a clean log for the next.
+ * Without layers (plain --profile) the log keeps summing over the runs. */
 static void keep_fastest(sa_model *m, double *fastest, int layers) {
+    if (!layers) return;
     for (int i = 0; i < layers && i < m->ctx.n_log; i++)
         if (m->ctx.log[i].seconds < fastest[i]) fastest[i] = m->ctx.log[i].seconds;
     for (int i = 0; i < m->ctx.n_log; i++) m->ctx.log[i].seconds = 0;

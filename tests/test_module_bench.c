@@ -123,6 +123,20 @@ START_TEST(bench_scaling_reports_both_thread_counts) {
     }
     ck_assert_int_eq(pclose(p), 0);
     ck_assert_msg(layers >= 10 && sums == 1, "%d layer lines, %d sums", layers, sums);
+    /* Plain --profile still sums every layer over the runs: its ms/run column is not all zeros. */
+    snprintf(cmd, sizeof cmd, "%s bench --random-weights --profile -r 2 --size 37x45 -c tests/data/tiny_r101_isanet/model.json",
+             segattn_bin());
+    p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    double total = 0;
+    layers = 0;
+    while (fgets(line, sizeof line, p)) {
+        double ms;
+        char name[128];
+        if (sscanf(line, "%127s %lf", name, &ms) == 2 && strncmp(name, "backbone.", 9) == 0) total += ms, layers++;
+    }
+    ck_assert_int_eq(pclose(p), 0);
+    ck_assert_msg(layers >= 10 && total > 0, "%d layer lines, %g ms in all", layers, total);
 }
 END_TEST
 
