@@ -24,6 +24,7 @@
 static size_t jpeg_bad_huffman(const uint8_t *b, size_t n, const char **what) {
     size_t p = 0;
     int defined[2][4] = {{0}}; /* [DC, AC][table id] */
+    int progressive = 0;
     if (n < 2 || b[0] != 0xFF) return 0;
     while (p < n && b[p] == 0xFF) p++;
     if (p >= n || b[p] != 0xD8) return 0; /* not a JPEG */
@@ -39,6 +40,7 @@ static size_t jpeg_bad_huffman(const uint8_t *b, size_t n, const char **what) {
         if (p + 2 > n) break;
         size_t len = (size_t)b[p] << 8 | b[p + 1];
         if (len < 2) break;                                          /* stb refuses the segment */
+        if (m == 0xC0 || m == 0xC1 || m == 0xC2) progressive = m == 0xC2; /* the frames stb decodes */
         if (m == 0xC4) {
             long left = (long)len - 2;
             size_t q = p + 2;
@@ -54,11 +56,13 @@ static size_t jpeg_bad_huffman(const uint8_t *b, size_t n, const char **what) {
                 left -= 17 + (long)codes;
             }
         } else if (m == 0xDA && p + 3 <= n) {
-            /* Ns, Ns x (component, DC id << 4 | AC id), Ss, Se, Ah << 4 | Al. A first DC scan (Ss 0, Ah 0)
-             * decodes with the DC table, any scan reaching past coefficient 0 (Se > 0) with the AC one. */
+            /* Ns, Ns x (component, DC id << 4 | AC id), Ss, Se, Ah << 4 | Al. A baseline scan decodes all 64
+             * coefficients with both tables, whatever Se says (stb sets it to 63). In a progressive one, a
+             * first DC scan (Ss 0, Ah 0) uses the DC table, a scan past coefficient 0 the AC one. */
             size_t ns = b[p + 2], q = p + 3 + 2 * ns;
             if (q + 3 > n) break;
-            int uses_dc = b[q] == 0 && (b[q + 2] >> 4) == 0, uses_ac = b[q + 1] > 0;
+            int uses_dc = !progressive || (b[q] == 0 && (b[q + 2] >> 4) == 0);
+            int uses_ac = !progressive || b[q] > 0 || b[q + 1] > 0;
             for (size_t c = 0; c < ns; c++) {
                 int dc = b[p + 4 + 2 * c] >> 4, ac = b[p + 4 + 2 * c] & 15;
                 if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))

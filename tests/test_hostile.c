@@ -360,6 +360,13 @@ START_TEST(images_zero_tiny_and_huge) {
     snprintf(want, sizeof want, "tests/fuzz/regress/image/jpeg_dht_over_256_codes.jpg: corrupt JPEG at byte");
     EXPECT(3, want, "predict -q %s -o %s tests/fuzz/regress/image/jpeg_dht_over_256_codes.jpg", MODEL_ARGS,
                          at("out.png"));
+    /* Fuzz find: a baseline scan whose Se of 0 hides that it decodes with an AC table no DHT defined (stb
+     * 2.27 would read that table from uninitialised memory). A progressive JPEG still decodes (seeds). */
+    snprintf(want, sizeof want,
+             "tests/fuzz/regress/image/jpeg_baseline_scan_undefined_ac_table.jpg: corrupt JPEG at byte 128: scan uses a "
+             "Huffman table that no DHT segment defined");
+    EXPECT(3, want, "predict -q %s -o %s tests/fuzz/regress/image/jpeg_baseline_scan_undefined_ac_table.jpg",
+           MODEL_ARGS, at("out.png"));
     /* Fuzz find: a 179-byte PNG whose second IDAT claims more bytes than the file has (stb 2.27 would
      * allocate 2 GiB for it before noticing). */
     snprintf(want, sizeof want, "tests/fuzz/regress/image/png_idat_length_past_end.png: truncated PNG: chunk at byte");
