@@ -209,6 +209,13 @@ for (row, head), e in res.items():
     one = sc.get("one_thread", {})
     scaling = (f"{sc['scaling']:.2f}x ({one['min_s']:.3f} / {sc['min_s']:.3f} s); pairs {sc['scaling_pairs_median']:.2f}x "
                f"({sc['runs']})" if "scaling" in sc else sc.get("error", "-"))
+    # Both processes run the same binary on the same thread count, so their minima should agree; when the
+    # scaling runs' is far slower, other load hit them (a vCPU taken for minutes): say so next to the figure.
+    if "scaling" in sc and s and sc["min_s"] > 1.2 * s:
+        scaling += " (disturbed)"
+        notes.append(f"{row} {head}: the {threads}-thread minimum of the scaling runs, {sc['min_s']:.3f} s, is "
+                     f"{sc['min_s'] / s:.2f}x that of the timed runs ({s:.3f} s): other load slowed the scaling runs, "
+                     f"so their speed-up says more about that load than about segattn")
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
           f"{gflops if gflops is not None else '-'} | {pct} | {rss} | {scaling} |")
 print("\nTimes: median (min) wall seconds of whole predictions. segattn / fastest peer compares the minima (< 1: segattn "
