@@ -11,7 +11,10 @@
 #   --rows LIST    r18 (CamVid R18-d8, 128-ch heads, 360x480) and/or r101 (R101-d8, mmseg's 512-ch heads,
 #                  512x1024); default both
 #   --scaling-time S  seconds of alternating 1-thread / N-thread segattn runs behind the thread-scaling
-#                  column (default 40; at least --runs pairs)
+#                  column, per head (default 40). They are cut into one window per head of the row, and
+#                  every head gets one window after each head's timed runs, so that a head's windows are
+#                  spread over the whole row: a neighbour busy for minutes then spoils some of them, not all
+#                  (at least one pair per window)
 #   --out FILE     also write the report (markdown) to FILE
 #
 # Every engine runs random weights of the same architecture: segattn with `bench --random-weights`, the
@@ -98,17 +101,18 @@ fi
 [ -n "$PEAK" ] || { note "FMA peak not measured"; PEAK=0; }
 
 # --- runs --------------------------------------------------------------------------------------------------
-run_segattn() { # inside run_row's head loop: the timed runs, as many as the peers get; then, with more
-    # than one thread, the scaling runs: each N-thread run is followed by one on 1 thread in the same process,
-    # so that both see the same load, for at least SCALING_TIME seconds (a busy neighbour comes and goes).
+run_segattn() { # inside run_row's head loop: the timed runs, as many as the peers get
     local out
     note "$row $head: segattn, $THREADS thread(s)"
     out=$(timeout 3600 ./segattn bench --random-weights --json -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
     [ -n "$out" ] || out="{\"error\": \"segattn bench -t $THREADS failed (see $WORK/errors.log)\"}"
     record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn\", \"r\": $out}"
-    [ "$THREADS" -gt 1 ] || return 0
-    note "$row $head: segattn, $THREADS thread(s) alternating with 1, ${SCALING_TIME} s"
-    out=$(timeout 3600 ./segattn bench --random-weights --json --scaling --min-time "$SCALING_TIME" -c "$cfg" --size "${H}x$W" -r "$RUNS" -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
+}
+scaling_window() { # HEAD SECONDS: one window of the thread-scaling runs. Each N-thread run is followed by one
+    # on 1 thread in the same process, so that both see the same load.
+    local head=$1 cfg=${pattern//HEAD/$1} out
+    note "$row $head: segattn, $THREADS thread(s) alternating with 1, $2 s"
+    out=$(timeout 3600 ./segattn bench --random-weights --json --scaling --min-time "$2" -c "$cfg" --size "${H}x$W" -r 1 -t "$THREADS" 2>>"$WORK/errors.log" | tail -1)
     [ -n "$out" ] || out="{\"error\": \"segattn bench --scaling failed (see $WORK/errors.log)\"}"
     record "{\"row\": \"$row\", \"head\": \"$head\", \"engine\": \"segattn_scaling\", \"r\": $out}"
 }
@@ -123,9 +127,15 @@ run_row() { # ROW DEPTH H W CONFIG_PATTERN
                 while read -r line; do record "{\"row\": \"$row\", \"engine\": \"export\", \"r\": $line}"; done
         fi
     fi
-    for head in ${HEADS//,/ }; do
+    local heads=(${HEADS//,/ }) window
+    window=$(awk -v s="$SCALING_TIME" -v n=${#heads[@]} 'BEGIN { printf "%.2f", s / n }')
+    for head in "${heads[@]}"; do
         local cfg=${pattern//HEAD/$head} out
         run_segattn
+        if [ "$THREADS" -gt 1 ]; then
+            local other
+            for other in "${heads[@]}"; do scaling_window "$other" "$window"; done
+        fi
         if [ $TORCH_OK = 1 ]; then
             note "$row $head: torch"
             out=$(timeout 3600 $PY "$REF/torch_cpu.py" "$depth" "$head" "$H" "$W" "$THREADS" "$RUNS" 2>>"$WORK/errors.log" | tail -1)
@@ -174,13 +184,15 @@ for line in open(path):
     o = json.loads(line)
     if o["engine"] == "export":
         exports[(o["row"], o["r"]["head"])] = o["r"]
+    elif o["engine"] == "segattn_scaling":  # one record per window: pooled below
+        res.setdefault((o["row"], o["head"]), {}).setdefault("windows", []).append(o["r"])
     else:
         res.setdefault((o["row"], o["head"]), {})[o["engine"]] = o["r"]
 print(f"machine: {cpu}, {cores} cores; {threads} threads per engine; median of {runs} runs after one warm-up")
 print(f"segattn {commit}; PyTorch {torch_v}; ONNX Runtime (onnxruntime-node) {ort_v}")
 print(f"measured FMA peak ({threads} threads, scripts/fma_peak.c): {peak:.1f} GFLOP/s; load average at the start / end: {load0} / {load}")
 print(f"command: {cmd}\n")
-print(f"| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT | segattn 1 -> {threads} threads: min over min (1-thread / {threads}-thread s); pairs median (pairs) |")
+print(f"| model | head | segattn s median (min) | torch s | ORT s | segattn / fastest peer (min) | GFLOP | GFLOP/s (min) | % FMA peak | peak RSS MiB segattn / torch / ORT | segattn 1 -> {threads} threads: min over min (1-thread / {threads}-thread s); pairs median (pairs); windows (count) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 notes = []
 for (row, head), e in res.items():
@@ -205,26 +217,35 @@ for (row, head), e in res.items():
     gflops = round(float(gflop) / s, 1) if gflop and s else None  # gflop is already 2 x MACs
     pct = f"{100 * gflops / peak:.0f} %" if gflops and peak > 0 else "-"
     rss = " / ".join(str(e.get(k, {}).get("peak_rss_mb", "-")) for k in ("segattn", "torch", "ort"))
-    sc = e.get("segattn_scaling", {})
-    one = sc.get("one_thread", {})
-    scaling = (f"{sc['scaling']:.2f}x ({one['min_s']:.3f} / {sc['min_s']:.3f} s); pairs {sc['scaling_pairs_median']:.2f}x "
-               f"({sc['runs']})" if "scaling" in sc else sc.get("error", "-"))
-    # Both processes run the same binary on the same thread count, so their minima should agree; when the
-    # scaling runs' is far slower, other load hit them (a vCPU taken for minutes): say so next to the figure.
-    if "scaling" in sc and s and sc["min_s"] > 1.2 * s:
-        scaling += " (disturbed)"
-        notes.append(f"{row} {head}: the {threads}-thread minimum of the scaling runs, {sc['min_s']:.3f} s, is "
-                     f"{sc['min_s'] / s:.2f}x that of the timed runs ({s:.3f} s): other load slowed the scaling runs, "
-                     f"so their speed-up says more about that load than about segattn")
+    # The scaling windows pooled: the minima over all of them, the median over all their pairs.
+    wins = [w for w in e.get("windows", []) if "scaling" in w]
+    for w in e.get("windows", []):
+        if "error" in w: notes.append(f"{row} {head} scaling window: {w['error']}")
+    scaling = "-"
+    if wins:
+        one_min, n_min = min(w["one_thread"]["min_s"] for w in wins), min(w["min_s"] for w in wins)
+        pairs = sorted(p for w in wins for p in w["scaling_pairs"])
+        each = sorted(w["scaling"] for w in wins)
+        scaling = (f"{one_min / n_min:.2f}x ({one_min:.3f} / {n_min:.3f} s); pairs {pairs[len(pairs) // 2]:.2f}x "
+                   f"({len(pairs)}); windows {each[0]:.2f}-{each[-1]:.2f}x ({len(wins)})")
+        # The same binary on the same thread count, so the windows' minimum and the timed runs' should agree;
+        # when it is far slower, other load hit every window (a vCPU taken for minutes): say so.
+        if s and n_min > 1.2 * s:
+            scaling += " (disturbed)"
+            notes.append(f"{row} {head}: the {threads}-thread minimum of the scaling windows, {n_min:.3f} s, is "
+                         f"{n_min / s:.2f}x that of the timed runs ({s:.3f} s): other load slowed the scaling runs, "
+                         f"so their speed-up says more about that load than about segattn")
     print(f"| {row} | {head} | {s_txt} | {t_txt} | {o_txt} | {ratio} | {gflop if gflop is not None else '-'} | "
           f"{gflops if gflops is not None else '-'} | {pct} | {rss} | {scaling} |")
 print("\nTimes: median (min) wall seconds of whole predictions. segattn / fastest peer compares the minima (< 1: segattn "
       "is faster); the minimum is the least disturbed by other load. GFLOP = 2 x direct-convolution MACs of segattn's "
       "network (`segattn info`); GFLOP/s (at segattn's minimum time) and % FMA peak are segattn's, and can exceed "
       "100 % because segattn's Winograd 3x3 convolutions do fewer multiplications than the direct count. "
-      f"The last column is segattn's minimum on 1 thread over its minimum on {threads} (min over min), from a separate "
-      f"segattn process whose runs alternate between 1 and {threads} threads; then the median of the speed-ups of "
-      "the (N-thread, 1-thread) pairs, and how many pairs ran.")
+      f"The last column is segattn's minimum on 1 thread over its minimum on {threads} (min over min), from separate "
+      f"segattn processes (windows) whose runs alternate between 1 and {threads} threads, spread over the row: one "
+      "window per head of the row, taken after each head's timed runs. Then the median of the speed-ups of all "
+      f"the ({threads}-thread, 1-thread) pairs and how many pairs ran, and the range of the windows' own min over "
+      "min and how many windows ran.")
 for n in notes: print(f"- {n}")
 EOF
 )

@@ -382,10 +382,14 @@ int cmd_bench(int argc, char **argv) {
                "\"median_s\": %.4f, \"max_s\": %.4f, \"gflop\": %.2f, \"gflops\": %.1f, \"peak_rss_mb\": %ld",
                o.model.config, o.h, o.w, threads, runs, t[0], median, t[runs - 1], flops / 1e9, flops / median / 1e9,
                peak_rss_kib() / 1024);
-        if (o.scaling)
+        if (o.scaling) {
             printf(", \"one_thread\": {\"min_s\": %.4f, \"median_s\": %.4f, \"max_s\": %.4f}, \"scaling\": %.3f, "
-                   "\"scaling_pairs_median\": %.3f",
+                   "\"scaling_pairs_median\": %.3f, \"scaling_pairs\": [",
                    t1[0], t1[runs / 2], t1[runs - 1], t1[0] / t[0], pair[runs / 2]);
+            /* Every pair's speed-up, sorted: scripts/bench.sh pools the pairs of several such processes. */
+            for (int i = 0; i < runs; i++) printf("%s%.3f", i ? ", " : "", pair[i]);
+            printf("]");
+        }
         printf("}\n");
     } else {
         printf("%s at %dx%d, %d runs on %d thread(s): min %.4f s, median %.4f s, max %.4f s; %.1f GFLOP, %.1f GFLOP/s; "

@@ -141,10 +141,12 @@ START_TEST(bench_scaling_reports_both_thread_counts) {
 END_TEST
 
 /* `--min-time` goes on past -r until the timed runs add up to that many seconds; the JSON line counts
- * the runs, and with --scaling carries the median of the pairs' speed-ups. */
+ * the runs, and with --scaling carries the pairs' speed-ups, sorted, and their median. */
 START_TEST(bench_min_time_adds_runs) {
-    char line[2048], cmd[1024];
+    static char line[1 << 17]; /* a pair's speed-up takes 7 characters, and a second holds hundreds of pairs */
+    char cmd[1024];
     bench_json("--scaling --min-time 1 -r 2 -t 2 --size 37x45", line, sizeof line);
+    ck_assert_msg(strchr(line, '\n') != NULL, "the JSON line is longer than %zu characters", sizeof line);
     const char *one = strstr(line, "\"one_thread\"");
     int runs = (int)json_number(line, "runs");
     double min2 = json_number(line, "min_s"), max2 = json_number(line, "max_s");
@@ -153,6 +155,21 @@ START_TEST(bench_min_time_adds_runs) {
     ck_assert_msg(runs > 2 && runs * (max1 + max2) >= 1.0, "%s", line);
     /* A pair's speed-up lies between the extremes of the two series. */
     ck_assert_msg(pairs > 0 && pairs >= min1 / max2 - 1e-3 && pairs <= max1 / min2 + 1e-3, "%s", line);
+    /* The list: one speed-up per run, ascending, its middle one the median above. */
+    const char *at = strstr(line, "\"scaling_pairs\": [");
+    ck_assert_msg(at != NULL, "%s", line);
+    at += strlen("\"scaling_pairs\": [");
+    double prev = 0, middle = -1;
+    int n = 0;
+    for (char *end;; at = end + (*end == ',')) {
+        double x = strtod(at, &end);
+        if (end == at) break;
+        ck_assert_msg(x >= prev, "pair %d: %g after %g", n, x, prev);
+        if (n == runs / 2) middle = x;
+        prev = x, n++;
+    }
+    ck_assert_msg(*at == ']' && n == runs, "%d pairs for %d runs: %s", n, runs, line);
+    ck_assert_double_eq_tol(middle, pairs, 1e-9);
     snprintf(cmd, sizeof cmd, "%s bench --all --min-time 1 -r 1 2>/dev/null", segattn_bin());
     ck_assert_int_eq(run_status(cmd), 2); /* modules are timed by -r alone */
     snprintf(cmd, sizeof cmd, "%s bench --min-time -1 -r 1 2>/dev/null", segattn_bin());
