@@ -7,9 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bands.h"
 #include "util.h"
 
-#define SCORE_BLOCK_FLOATS (2u << 20) /* query block × keys: 8 MiB of scores at a time, never N×N */
+/* Scores of one query block (keys × queries) at a time, never N×N: 512 KiB, so that the softmax and the
+ * second GEMM find them in the thread's L2. Blocks of 8 MiB, each cut between the threads, sent the scores
+ * through DRAM three times and left non-local's attention at 1.73x from 1 to 2 threads. */
+#define SCORE_BLOCK_FLOATS (128u << 10)
 
 int attention_load_projection(weight_store *ws, conv2d *convs, int n, const char *prefix, int cin, int cout, int norm,
                               sa_error *err) {
@@ -52,9 +56,12 @@ void attend_reference(int d, int nq, int nk, int cv, const float *q, const float
     free(s);
 }
 
-static int query_block(int nq, int nk) {
+/* Queries per block: the scores within SCORE_BLOCK_FLOATS, and on several threads at least 4 blocks per
+ * thread, so that the bands can even out (ANN's 110 pooled keys would otherwise give 3 blocks in all). */
+static int query_block(int nq, int nk, int threads) {
     int b = (int)(SCORE_BLOCK_FLOATS / (unsigned)(nk > 0 ? nk : 1));
-    if (b < 16) b = 16;
+    if (threads > 1 && b > (nq + 4 * threads - 1) / (4 * threads)) b = (nq + 4 * threads - 1) / (4 * threads) + GEMM_NR - 1;
+    if (b < GEMM_NR) b = GEMM_NR;
     b = b / GEMM_NR * GEMM_NR;
     return b > nq ? nq : b;
 }
@@ -120,10 +127,12 @@ void softmax_row_fast(float *x, int n) {
 
 #define PAD16(n) (((size_t)(n) + 15) / 16 * 16)
 
-size_t attend_scratch_floats(int d, int nq, int nk, int cv) {
-    int nb = query_block(nq, nk);
+/* One thread's buffers: the packed queries and the scores of a block of nb queries. */
+static size_t block_floats(int d, int nk, int nb) { return PAD16(gemm_packed_b_floats(d, nb)) + PAD16(gemm_packed_b_floats(nk, nb)); }
+
+size_t attend_scratch_floats(int d, int nq, int nk, int cv, int threads) {
     return PAD16(gemm_packed_a_floats(nk, d)) + PAD16(gemm_packed_a_floats(cv, nk)) +
-           PAD16(gemm_packed_b_floats(d, nb)) + PAD16(gemm_packed_b_floats(nk, nb)) + 16;
+           (size_t)threads * block_floats(d, nk, query_block(nq, nk, threads)) + 16;
 }
 
 /* Softmax over the keys of the 16 queries of one packed sliver of scores (nk rows × 16 lanes), in place:
@@ -170,23 +179,36 @@ static void softmax_sliver(float *x, int nk, int cols) {
 
 /* Per block of queries: scoresᵀ = scale · kᵀq (keys × queries) through the blocked GEMM, written straight
  * in the packed layout the second GEMM reads; softmax down each query's column; then ctx = v · scoresᵀ.
- * Keys and values are packed once; scores never exist as a row-major matrix, so no transposing pass. */
+ * Keys and values are packed once; scores never exist as a row-major matrix, so no transposing pass. Outside
+ * a parallel region each thread runs whole blocks from its band of queries, start to end in its own buffers:
+ * no barrier between the three steps, and a block's scores stay in that core's L2. */
 void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
             float scale, float *out, int ldo, float *scratch) {
-    int block = query_block(nq, nk), par = !omp_in_parallel();
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads(), block = query_block(nq, nk, threads);
+    int blocks = (nq + block - 1) / block;
     float *kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    float *vp = kp + PAD16(gemm_packed_a_floats(nk, d)), *qp = vp + PAD16(gemm_packed_a_floats(cv, nk));
-    float *sp = qp + PAD16(gemm_packed_b_floats(d, block));
-    gemm_pack_a(1, nk, d, k, ldk, kp);
-    gemm_pack_a(0, cv, nk, v, ldv, vp);
-    for (int i0 = 0; i0 < nq; i0 += block) {
-        int nb = nq - i0 < block ? nq - i0 : block, slivers = (nb + GEMM_NR - 1) / GEMM_NR;
-        gemm_pack_b(0, d, nb, q + i0, ldq, qp);
-        gemm_packed_to_b(nk, nb, d, scale, kp, qp, sp, par);
-#pragma omp parallel for schedule(static) if (par)
-        for (int t = 0; t < slivers; t++)
-            softmax_sliver(sp + (size_t)t * GEMM_NR * nk, nk, nb - t * GEMM_NR < GEMM_NR ? nb - t * GEMM_NR : GEMM_NR);
-        gemm_packed(cv, nb, nk, 1.f, vp, sp, 0.f, out + i0, ldo, NULL, par);
+    float *vp = kp + PAD16(gemm_packed_a_floats(nk, d)), *buffers = vp + PAD16(gemm_packed_a_floats(cv, nk));
+    work_bands wb;
+    bands_init(&wb, blocks, threads);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp sections
+        {
+#pragma omp section
+            gemm_pack_a(1, nk, d, k, ldk, kp);
+#pragma omp section
+            gemm_pack_a(0, cv, nk, v, ldv, vp);
+        }
+        int t = omp_get_thread_num();
+        float *qp = buffers + (size_t)t * block_floats(d, nk, block), *sp = qp + PAD16(gemm_packed_b_floats(d, block));
+        for (int b; (b = bands_next(&wb, t)) >= 0;) {
+            int i0 = b * block, nb = nq - i0 < block ? nq - i0 : block, slivers = (nb + GEMM_NR - 1) / GEMM_NR;
+            gemm_pack_b(0, d, nb, q + i0, ldq, qp);
+            gemm_packed_to_b(nk, nb, d, scale, kp, qp, sp, 0);
+            for (int s = 0; s < slivers; s++)
+                softmax_sliver(sp + (size_t)s * GEMM_NR * nk, nk, nb - s * GEMM_NR < GEMM_NR ? nb - s * GEMM_NR : GEMM_NR);
+            gemm_packed(cv, nb, nk, 1.f, vp, sp, 0.f, out + i0, ldo, NULL, 0);
+        }
     }
 }
 
@@ -221,7 +243,7 @@ static tensor pool_keys(run_ctx *ctx, const attention_block *a, tensor x) {
 
 static void attend_groups(run_ctx *ctx, const token_groups *g, tensor q, tensor k, tensor v, float scale, tensor out) {
     int threads = omp_get_max_threads(), n = g->size, d = q.c, cv = v.c;
-    size_t per_thread = attend_scratch_floats(d, n, n, cv);
+    size_t per_thread = attend_scratch_floats(d, n, n, cv, 1);
     float *scratch = ctx_scratch(ctx, per_thread * (size_t)threads);
     if (!ctx->dry && !ctx->ar.failed) {
         int plane = (int)tensor_plane(q);
@@ -262,7 +284,7 @@ tensor attention_forward(run_ctx *ctx, const attention_block *a, tensor query_fe
     if (groups) {
         attend_groups(ctx, groups, q, k, v, a->scale, context);
     } else {
-        float *scratch = ctx_scratch(ctx, attend_scratch_floats(a->channels, nq, nk, v.c));
+        float *scratch = ctx_scratch(ctx, attend_scratch_floats(a->channels, nq, nk, v.c, omp_get_max_threads()));
         if (!ctx->dry && !ctx->ar.failed) attend(a->channels, nq, nk, v.c, q.d, nq, k.d, nk, v.d, nk, a->scale, context.d, nq, scratch);
         ctx_release_ptr(ctx, scratch);
     }

@@ -37,10 +37,11 @@ tensor attention_forward(run_ctx *ctx, const attention_block *a, tensor query_fe
                          const tensor *residual, const token_groups *groups);
 
 /* The core, exposed for the tests: ctx[cv × nq] = v[cv × nk] · softmax(scale · qᵀk)ᵀ, with q [d × nq] and
- * k [d × nk] channel-major. The fast version works through blocks of queries in `scratch`. */
+ * k [d × nk] channel-major. The fast version works through blocks of queries in `scratch`, sized for the
+ * threads it will have: omp_get_max_threads() when called outside a parallel region, else 1. */
 void attend_reference(int d, int nq, int nk, int cv, const float *q, const float *k, const float *v, float scale,
                       float *out);
-size_t attend_scratch_floats(int d, int nq, int nk, int cv);
+size_t attend_scratch_floats(int d, int nq, int nk, int cv, int threads);
 void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
             float scale, float *out, int ldo, float *scratch);
 

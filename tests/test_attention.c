@@ -40,7 +40,7 @@ static void check_attend(int d, int nq, int nk, int cv) {
     float *q = rand_buf((size_t)d * nq, 1, 1.f), *k = rand_buf((size_t)d * nk, 2, 1.f),
           *v = rand_buf((size_t)cv * nk, 3, 1.f);
     float *ref = malloc((size_t)cv * nq * sizeof(float)), *got = malloc((size_t)cv * nq * sizeof(float));
-    float *scratch = malloc(attend_scratch_floats(d, nq, nk, cv) * sizeof(float));
+    float *scratch = malloc(attend_scratch_floats(d, nq, nk, cv, omp_get_max_threads()) * sizeof(float));
     float scale = 1.f / sqrtf((float)d);
     attend_reference(d, nq, nk, cv, q, k, v, scale, ref);
     attend(d, nq, nk, cv, q, nq, k, nk, v, nk, scale, got, nq, scratch);
@@ -131,7 +131,7 @@ static void run_conv_1x1(float *out) { run_conv(out, 1, 1, 1); }
 
 static void run_attend(float *out) {
     float *q = rand_buf(32 * 900, 51, 1.f), *k = rand_buf(32 * 700, 52, 1.f), *v = rand_buf(48 * 700, 53, 1.f);
-    float *scratch = malloc(attend_scratch_floats(32, 900, 700, 48) * sizeof(float));
+    float *scratch = malloc(attend_scratch_floats(32, 900, 700, 48, omp_get_max_threads()) * sizeof(float));
     attend(32, 900, 700, 48, q, 900, k, 700, v, 700, 0.3f, out, 900, scratch);
     free(q), free(k), free(v), free(scratch);
 }
