@@ -10,10 +10,12 @@
 #include "bands.h"
 #include "util.h"
 
-/* Scores of one query block (keys × queries) at a time, never N×N: 512 KiB, so that the softmax and the
- * second GEMM find them in the thread's L2. Blocks of 8 MiB, each cut between the threads, sent the scores
- * through DRAM three times and left non-local's attention at 1.73x from 1 to 2 threads. */
-#define SCORE_BLOCK_FLOATS (128u << 10)
+/* Scores of one query block (keys × queries) at a time, never N×N. A block of up to 512 KiB stays in its
+ * thread's L2 for the softmax and the second GEMM; but every block reads all of the keys and values again,
+ * so where they are wide and many (R101's 8192 keys of 256 + 256 channels) blocks of up to 8 MiB, whose
+ * scores go through memory, cost less (query_block). */
+#define SCORE_L2_FLOATS (128u << 10)
+#define SCORE_BIG_FLOATS (2u << 20)
 
 int attention_load_projection(weight_store *ws, conv2d *convs, int n, const char *prefix, int cin, int cout, int norm,
                               sa_error *err) {
@@ -56,10 +58,17 @@ void attend_reference(int d, int nq, int nk, int cv, const float *q, const float
     free(s);
 }
 
-/* Queries per block: the scores within SCORE_BLOCK_FLOATS, and on several threads at least 4 blocks per
- * thread, so that the bands can even out (ANN's 110 pooled keys would otherwise give 3 blocks in all). */
-static int query_block(int nq, int nk, int threads) {
-    int b = (int)(SCORE_BLOCK_FLOATS / (unsigned)(nk > 0 ? nk : 1));
+/* Queries per block: whichever of the two score budgets moves fewer floats per query, counting the keys
+ * and values read once per block and, for blocks past L2, 3 more passes over the scores (GEMM store,
+ * softmax, GEMM load). R18's non-local (2700 keys, 64 + 64 channels) takes 48 queries, 5.9 against 6.8 ms
+ * with 768; R101's (8192 keys, 256 + 256) 256, as 16 took 248 against 198 ms. On several threads at
+ * least 4 blocks per thread, so that the bands can even out (ANN's 110 pooled keys: 3 blocks otherwise). */
+static int query_block(int nq, int nk, int d, int cv, int threads) {
+    int keys = nk > 0 ? nk : 1, small = (int)(SCORE_L2_FLOATS / (unsigned)keys), big = (int)(SCORE_BIG_FLOATS / (unsigned)keys);
+    if (small < GEMM_NR) small = GEMM_NR;
+    if (big < GEMM_NR) big = GEMM_NR;
+    double cost_small = (double)(d + cv) / small, cost_big = (double)(d + cv) / big + 3;
+    int b = cost_small <= cost_big || big <= small ? small : big;
     if (threads > 1 && b > (nq + 4 * threads - 1) / (4 * threads)) b = (nq + 4 * threads - 1) / (4 * threads) + GEMM_NR - 1;
     if (b < GEMM_NR) b = GEMM_NR;
     b = b / GEMM_NR * GEMM_NR;
@@ -132,7 +141,7 @@ static size_t block_floats(int d, int nk, int nb) { return PAD16(gemm_packed_b_f
 
 size_t attend_scratch_floats(int d, int nq, int nk, int cv, int threads) {
     return PAD16(gemm_packed_a_floats(nk, d)) + PAD16(gemm_packed_a_floats(cv, nk)) +
-           (size_t)threads * block_floats(d, nk, query_block(nq, nk, threads)) + 16;
+           (size_t)threads * block_floats(d, nk, query_block(nq, nk, d, cv, threads)) + 16;
 }
 
 /* Softmax over the keys of the 16 queries of one packed sliver of scores (nk rows × 16 lanes), in place:
@@ -184,7 +193,7 @@ static void softmax_sliver(float *x, int nk, int cols) {
  * no barrier between the three steps, and a block's scores stay in that core's L2. */
 void attend(int d, int nq, int nk, int cv, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
             float scale, float *out, int ldo, float *scratch) {
-    int threads = omp_in_parallel() ? 1 : omp_get_max_threads(), block = query_block(nq, nk, threads);
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads(), block = query_block(nq, nk, d, cv, threads);
     int blocks = (nq + block - 1) / block;
     float *kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *vp = kp + PAD16(gemm_packed_a_floats(nk, d)), *buffers = vp + PAD16(gemm_packed_a_floats(cv, nk));

@@ -55,6 +55,7 @@ START_TEST(attend_matches_reference) {
     check_attend(16, 37, 50, 19);
     check_attend(64, 300, 110, 64);
     check_attend(24, 2100, 600, 9); /* several query blocks */
+    check_attend(32, 2100, 8192, 32); /* wide keys: blocks of 256 queries, scores past L2 */
 }
 END_TEST
 
@@ -136,6 +137,14 @@ static void run_attend(float *out) {
     free(q), free(k), free(v), free(scratch);
 }
 
+/* 8192 keys: 256 queries per block on 1 thread, 80 on 2 (4 blocks per thread). */
+static void run_attend_wide(float *out) {
+    float *q = rand_buf(32 * 600, 54, 1.f), *k = rand_buf(32 * 8192, 55, 1.f), *v = rand_buf(40 * 8192, 56, 1.f);
+    float *scratch = malloc(attend_scratch_floats(32, 600, 8192, 40, omp_get_max_threads()) * sizeof(float));
+    attend(32, 600, 8192, 40, q, 600, k, 8192, v, 8192, 0.3f, out, 600, scratch);
+    free(q), free(k), free(v), free(scratch);
+}
+
 static void run_cc_shape(float *out, int d, int c, int h, int w) {
     tensor q, k, v, x;
     cc_tensors(d, c, h, w, &q, &k, &v, &x);
@@ -154,6 +163,7 @@ START_TEST(kernels_thread_count_invariant) {
     same_bits(run_conv_im2col, 40 * 31 * 39, "im2col conv");
     same_bits(run_conv_1x1, 40 * 61 * 77, "1x1 conv");
     same_bits(run_attend, 48 * 900, "attend");
+    same_bits(run_attend_wide, 40 * 600, "attend, wide keys");
     same_bits(run_cc, 64 * 23 * 31, "criss-cross");
     same_bits(run_cc_chunked, 512 * 40 * 64, "criss-cross in chunks of rows");
 }
