@@ -69,9 +69,9 @@ static int query_block(int nq, int nk, int d, int cv, int threads) {
     if (big < GEMM_NR) big = GEMM_NR;
     double cost_small = (double)(d + cv) / small, cost_big = (double)(d + cv) / big + 3;
     int b = cost_small <= cost_big || big <= small ? small : big;
-    if (threads > 1 && b > (nq + 4 * threads - 1) / (4 * threads)) b = (nq + 4 * threads - 1) / (4 * threads) + GEMM_NR - 1;
-    if (b < GEMM_NR) b = GEMM_NR;
-    b = b / GEMM_NR * GEMM_NR;
+    int quarter = (nq + 4 * threads - 1) / (4 * threads); /* a quarter of one thread's share */
+    if (threads > 1 && b > quarter) b = (quarter + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    else b = b / GEMM_NR * GEMM_NR;
     return b > nq ? nq : b;
 }
 
