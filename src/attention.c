@@ -68,7 +68,7 @@ static int query_block(int nq, int nk, int d, int cv, int threads) {
     if (small < GEMM_NR) small = GEMM_NR;
     if (big < GEMM_NR) big = GEMM_NR;
     double cost_small = (double)(d + cv) / small, cost_big = (double)(d + cv) / big + 3;
-    int b = cost_small <= cost_big || big <= small ? small : big;
+    int b = cost_small <= cost_big ? small : big;
     int quarter = (nq + 4 * threads - 1) / (4 * threads); /* a quarter of one thread's share */
     if (threads > 1 && b > quarter) b = (quarter + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
     else b = b / GEMM_NR * GEMM_NR;
